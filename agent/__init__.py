@@ -1,0 +1,80 @@
+"""qwenloop: a function-calling agent runtime for Qwen models.
+
+The public surface: `Agent`, `tool`, settings, results, events and errors.
+"""
+
+from agent.agent import Agent
+from agent.errors import (
+    AgentError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigError,
+    MaxTurnsExceeded,
+    ModelAPIError,
+    ModelBehaviorError,
+    ModelConnectionError,
+    ModelError,
+    ModelNotSupportedError,
+    ModelStreamError,
+    OutputValidationError,
+    PromptRenderError,
+    RateLimitError,
+    ServerError,
+    UsageLimitExceeded,
+    UserError,
+)
+from agent.events import (
+    AgentEvent,
+    LoopGuardEvent,
+    ReasoningDeltaEvent,
+    RunEndEvent,
+    RunStartEvent,
+    TextDeltaEvent,
+    ToolCallFinishedEvent,
+    ToolCallStartedEvent,
+    TurnEndEvent,
+)
+from agent.messages import RunResult, ToolCallRecord, TurnUsage, Usage
+from agent.settings import ModelSettings
+from agent.tool import Tool, ToolRegistry, ToolRetry, tool
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Agent",
+    "AgentError",
+    "AgentEvent",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigError",
+    "LoopGuardEvent",
+    "MaxTurnsExceeded",
+    "ModelAPIError",
+    "ModelBehaviorError",
+    "ModelConnectionError",
+    "ModelError",
+    "ModelNotSupportedError",
+    "ModelSettings",
+    "ModelStreamError",
+    "OutputValidationError",
+    "PromptRenderError",
+    "RateLimitError",
+    "ReasoningDeltaEvent",
+    "RunEndEvent",
+    "RunResult",
+    "RunStartEvent",
+    "ServerError",
+    "TextDeltaEvent",
+    "Tool",
+    "ToolCallFinishedEvent",
+    "ToolCallRecord",
+    "ToolCallStartedEvent",
+    "ToolRegistry",
+    "ToolRetry",
+    "TurnEndEvent",
+    "TurnUsage",
+    "Usage",
+    "UsageLimitExceeded",
+    "UserError",
+    "tool",
+]

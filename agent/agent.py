@@ -1,0 +1,337 @@
+"""Agent: a model, tools, instructions and limits; `run`, `run_sync` and `stream` one semantics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Any, Literal
+
+from agent.errors import ConfigError, UserError
+from agent.events import AgentEvent, RunEndEvent
+from agent.loop import RunConfig, run_events
+from agent.messages import RunResult, Usage
+from agent.models.base import ChatModel
+from agent.providers import ResolvedEndpoint, resolve_endpoint
+from agent.settings import ModelSettings, settings_from
+from agent.tool import Tool, ToolRegistry
+
+__all__ = ["Agent"]
+
+Input = str | Sequence[dict[str, Any]]
+SearchMode = Literal["server", "local", "auto", "off"]
+TextToolCalls = Literal["auto", "always", "never"]
+
+
+class Agent:
+    """A tool-calling agent over any OpenAI-compatible endpoint or the embedded local model.
+
+    One agent serves many concurrent runs; it holds no per-run state.
+
+    Args:
+        model: The model name; defaults to `QWENLOOP_MODEL`, then the provider's default.
+        provider: A preset: "dashscope", "dashscope-intl", "wcode", "openai", "ollama", "vllm",
+            "local" (the embedded model). Defaults to `QWENLOOP_PROVIDER`, else "custom" when
+            a base URL is given, else "local".
+        base_url: Any OpenAI-compatible base URL (overrides the preset's).
+        api_key: The key; defaults to `QWENLOOP_API_KEY`, then the preset's variable
+            (`DASHSCOPE_API_KEY`, ...).
+        tools: Tools (`@tool` functions, plain typed functions, or built-in names like
+            "calculator").
+        instructions: The system prompt: a string, or a `Template` rendered at every turn.
+        settings: Request parameters (a `ModelSettings` or a dict of its fields).
+        max_turns: Model turns a run may take before `MaxTurnsExceeded`.
+        search: Web search: "server" (Qwen's `enable_search`), "local" (the `web_search`
+            tool), "auto" (server where the model supports it, else local) or "off".
+        tool_concurrency: At most this many tool calls of one turn run at once.
+        text_tool_calls: Read tool calls a model writes as text: "auto" (only when the text is
+            unmistakably a call to a registered tool), "always" or "never".
+        loop_guard: Do not re-run a call that repeats an earlier one (same tool and
+            arguments); ask the model once more without tools instead.
+        chat_model: A ready backend (overrides provider, base URL and key).
+        retries: Retries for 429, 5xx and connection failures.
+        timeout: Seconds one model request may take.
+        model_path: A GGUF file for the local provider (default: the bundled Qwen model).
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        provider: str | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        tools: Iterable[Tool | Callable[..., Any] | str] = (),
+        instructions: Any = None,
+        settings: ModelSettings | dict[str, Any] | None = None,
+        max_turns: int = 10,
+        search: SearchMode = "off",
+        tool_concurrency: int | None = None,
+        text_tool_calls: TextToolCalls = "auto",
+        loop_guard: bool = True,
+        chat_model: ChatModel | None = None,
+        retries: int = 3,
+        timeout: float = 120.0,
+        model_path: str | None = None,
+    ) -> None:
+        if max_turns < 1:
+            raise UserError(f"max_turns must be at least 1, got {max_turns}")
+        if tool_concurrency is not None and tool_concurrency < 1:
+            raise UserError(f"tool_concurrency must be at least 1, got {tool_concurrency}")
+        if text_tool_calls not in ("auto", "always", "never"):
+            raise UserError(
+                f"text_tool_calls must be 'auto', 'always' or 'never', got {text_tool_calls!r}"
+            )
+        self.settings = settings_from(settings)
+        self.max_turns = max_turns
+        self.tool_concurrency = tool_concurrency
+        self.text_tool_calls = text_tool_calls
+        self.loop_guard = loop_guard
+        self.instructions = instructions
+        self.endpoint: ResolvedEndpoint | None = None
+        if chat_model is not None:
+            self.model: ChatModel = chat_model
+        else:
+            self.endpoint = resolve_endpoint(
+                provider, base_url=base_url, api_key=api_key, model=model
+            )
+            self.model = _make_model(self.endpoint, retries, timeout, model_path)
+        self.tools = ToolRegistry(_resolve_tools(tools))
+        self.search_mode = self._apply_search(search)
+
+    @property
+    def provider(self) -> str:
+        """The provider preset in force ("custom" for a bare base URL)."""
+        return self.model.provider
+
+    def _apply_search(self, search: str) -> str:
+        if search not in ("server", "local", "auto", "off"):
+            raise UserError(f"search must be 'server', 'local', 'auto' or 'off', got {search!r}")
+        if search == "off":
+            return "off"
+        from agent.search import choose_search_mode
+
+        mode = choose_search_mode(search, self.model.provider, self.model.model_name)
+        if mode == "server":
+            extra = dict(self.settings.extra_body or {})
+            self.settings = self.settings.merge(ModelSettings(enable_search=True))
+            if extra:
+                self.settings = self.settings.merge(ModelSettings(extra_body=extra))
+        elif mode == "local" and "web_search" not in self.tools:
+            from tools import get_builtin
+
+            self.tools.add(get_builtin("web_search"))
+        return mode
+
+    def _system_prompt(self) -> Callable[[], str | None] | None:
+        instructions = self.instructions
+        if instructions is None:
+            return None
+        if isinstance(instructions, str):
+            text: str = instructions
+            return lambda: text
+        render = getattr(instructions, "render_system", None)
+        if render is None:
+            raise UserError(
+                "instructions must be a string or an agent.Template, "
+                f"got {type(instructions).__name__}"
+            )
+        agent = self
+
+        def system() -> str | None:
+            result: str = render(agent)
+            return result
+
+        return system
+
+    def _config(self, settings: ModelSettings | dict[str, Any] | None, max_turns: int | None) -> RunConfig:
+        merged = self.settings.merge(settings_from(settings)) if settings else self.settings
+        return RunConfig(
+            model=self.model,
+            registry=self.tools,
+            settings=merged,
+            max_turns=max_turns or self.max_turns,
+            system_prompt=self._system_prompt(),
+            search_mode=self.search_mode,
+            tool_concurrency=self.tool_concurrency,
+            text_tool_calls=self.text_tool_calls,
+            loop_guard=self.loop_guard,
+            cost=_cost_function(self.model.model_name),
+        )
+
+    def _events(
+        self,
+        input: Input,
+        history: Sequence[dict[str, Any]] | None,
+        settings: ModelSettings | dict[str, Any] | None,
+        max_turns: int | None,
+        stream: bool,
+    ) -> AsyncIterator[AgentEvent]:
+        config = self._config(settings, max_turns)
+        # Prompt templates render before any request, so their errors come first.
+        if config.system_prompt is not None:
+            config.system_prompt()
+        return run_events(config, _conversation(input, history), stream=stream)
+
+    async def run(
+        self,
+        input: Input,
+        *,
+        history: Sequence[dict[str, Any]] | None = None,
+        settings: ModelSettings | dict[str, Any] | None = None,
+        max_turns: int | None = None,
+    ) -> RunResult:
+        """Run the agent until the model answers without calling a tool.
+
+        1. Build the conversation: `history` (e.g. a previous result's `messages`) plus the
+           input, and the system prompt rendered for this turn.
+        2. Send it with the tools' schemas and the settings.
+        3. If the reply has tool calls, run them all concurrently, append their results as
+           `role: tool` messages in the order the model emitted them, and go back to 2.
+        4. Otherwise return the answer, the whole conversation and the usage.
+
+        Args:
+            input: A user prompt, or a whole conversation as OpenAI-format messages.
+            history: Messages to continue from (a previous result's `messages`).
+            settings: Request parameters overriding the agent's for this run.
+            max_turns: Overrides the agent's turn limit for this run.
+
+        Returns:
+            The run's result.
+
+        Raises:
+            MaxTurnsExceeded: The model kept calling tools; `.result` holds the run so far.
+            ModelError: The endpoint failed after retries; `.result` holds the run so far.
+        """
+        result: RunResult | None = None
+        async for event in self._events(input, history, settings, max_turns, stream=False):
+            if isinstance(event, RunEndEvent):
+                result = event.result
+        assert result is not None
+        return result
+
+    def run_sync(
+        self,
+        input: Input,
+        *,
+        history: Sequence[dict[str, Any]] | None = None,
+        settings: ModelSettings | dict[str, Any] | None = None,
+        max_turns: int | None = None,
+    ) -> RunResult:
+        """Run the agent from synchronous code; same arguments and result as `run`.
+
+        Raises:
+            UserError: When called inside a running event loop (use `await agent.run(...)`).
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise UserError(
+                "run_sync() was called inside a running event loop; use `await agent.run(...)`"
+            )
+
+        async def main() -> RunResult:
+            try:
+                return await self.run(
+                    input, history=history, settings=settings, max_turns=max_turns
+                )
+            finally:
+                close = getattr(self.model, "close_connections", None)
+                if close is not None:
+                    await close()
+
+        return asyncio.run(main())
+
+    async def stream(
+        self,
+        input: Input,
+        *,
+        history: Sequence[dict[str, Any]] | None = None,
+        settings: ModelSettings | dict[str, Any] | None = None,
+        max_turns: int | None = None,
+    ) -> AsyncIterator[AgentEvent]:
+        """Run the agent with streaming on, yielding events; the last is a `RunEndEvent`.
+
+        Same arguments, loop and final result as `run`; text and reasoning arrive as deltas.
+        """
+        async for event in self._events(input, history, settings, max_turns, stream=True):
+            yield event
+
+    async def aclose(self) -> None:
+        """Close the backend's connections (or unload the local model)."""
+        await self.model.aclose()
+
+    async def __aenter__(self) -> Agent:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def _conversation(
+    input: Input, history: Sequence[dict[str, Any]] | None
+) -> list[dict[str, Any]]:
+    messages = [dict(m) for m in history] if history else []
+    if isinstance(input, str):
+        messages.append({"role": "user", "content": input})
+    else:
+        for m in input:
+            if not isinstance(m, dict) or "role" not in m:
+                raise UserError(
+                    f"each message must be a dict with a 'role', got {m!r}; "
+                    "pass a string prompt or OpenAI-format messages"
+                )
+            messages.append(dict(m))
+    if not messages:
+        raise UserError("nothing to send: give a prompt or at least one message")
+    return messages
+
+
+def _resolve_tools(items: Iterable[Tool | Callable[..., Any] | str]) -> list[Tool | Callable[..., Any]]:
+    out: list[Tool | Callable[..., Any]] = []
+    for item in items:
+        if isinstance(item, str):
+            from tools import get_builtin
+
+            out.append(get_builtin(item))
+        else:
+            out.append(item)
+    return out
+
+
+def _make_model(
+    endpoint: ResolvedEndpoint, retries: int, timeout: float, model_path: str | None
+) -> ChatModel:
+    if endpoint.provider.name == "local":
+        try:
+            from agent.models.local import LocalChatModel
+        except ImportError as exc:  # pragma: no cover - the module ships with the runtime
+            raise ConfigError(f"the local backend cannot load: {exc}") from exc
+        return LocalChatModel(model_path, model_name=endpoint.model)
+    from agent.models.openai import OpenAIChatModel, RetryPolicy
+
+    assert endpoint.base_url is not None
+    return OpenAIChatModel(
+        endpoint.model,
+        base_url=endpoint.base_url,
+        api_key=endpoint.api_key,
+        provider=endpoint.provider.name,
+        key_source=endpoint.key_source,
+        retry=RetryPolicy(max_retries=retries),
+        timeout=timeout,
+    )
+
+
+def _cost_function(model: str) -> Callable[[Usage], float | None] | None:
+    try:
+        from agent import catalog
+    except ImportError:
+        return None
+    if catalog.lookup(model) is None:
+        return None
+
+    def cost(usage: Usage) -> float | None:
+        return catalog.cost(model, usage.prompt_tokens, usage.completion_tokens)
+
+    return cost
