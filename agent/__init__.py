@@ -35,6 +35,7 @@ from agent.events import (
     TurnEndEvent,
 )
 from agent.messages import RunResult, ToolCallRecord, TurnUsage, Usage
+from agent.prompts import Template
 from agent.settings import ModelSettings
 from agent.tool import Tool, ToolRegistry, ToolRetry, tool
 
@@ -64,6 +65,7 @@ __all__ = [
     "RunResult",
     "RunStartEvent",
     "ServerError",
+    "Template",
     "TextDeltaEvent",
     "Tool",
     "ToolCallFinishedEvent",

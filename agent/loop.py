@@ -8,6 +8,7 @@ isolated: a failure becomes a `role: tool` message the model can correct itself 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ from agent.streaming import AssistantTurn, PendingCall, StreamAssembler, build_t
 from agent.tool import ToolRetry, ToolRegistry, format_tool_output
 
 __all__ = ["RunConfig", "RunState", "run_events"]
+
+_CALL_START = re.compile(r"\s*(?:\{|\[|```|<tool_call>|<think>|.*</think>)", re.DOTALL)
 
 
 @dataclass(slots=True)
@@ -145,6 +148,8 @@ def _text_calls(state: RunState, turn: AssistantTurn) -> AssistantTurn:
     text = turn.content
     if not text:
         return turn
+    if cfg.text_tool_calls == "auto" and not _CALL_START.match(text) and "<tool_call>" not in text:
+        return turn  # cheap pre-check: ordinary prose is never parsed
     from agent.textcalls import looks_like_tool_call, parse_tool_calls
 
     names = cfg.registry.names

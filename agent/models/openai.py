@@ -268,6 +268,14 @@ class OpenAIChatModel:
         cm, response = await self._open(request, stream=True)
         meta.headers.update(self._meta(response).headers)
         try:
+            if "json" in response.headers.get("content-type", ""):
+                # Some servers ignore `stream: true` and send one JSON body: treat it as a
+                # single chunk holding the whole message.
+                body = _decode_event(self.provider, (await response.read()).decode())
+                for choice in body.get("choices") or ():
+                    choice.setdefault("delta", choice.pop("message", {}))
+                yield body
+                return
             data: list[str] = []
             async for line in response.iter_lines():
                 if line.startswith("data:"):

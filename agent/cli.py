@@ -1,0 +1,269 @@
+"""The `qwenloop` command line: `run`, `tools` and `models`; no logic the API cannot reach.
+
+Exit codes: 0 success, 1 a failed run, 2 a usage mistake (one line on stderr naming the fix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from agent.agent import Agent
+from agent.errors import AgentError, UserError
+from agent.events import (
+    LoopGuardEvent,
+    ReasoningDeltaEvent,
+    RunEndEvent,
+    TextDeltaEvent,
+    ToolCallFinishedEvent,
+)
+from agent.messages import RunResult
+from agent.providers import PROVIDERS
+from agent.tool import Tool, tool
+
+__all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"qwenloop: {message} (see `{self.prog} --help`)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="qwenloop", description="Run a tool-calling Qwen agent.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", help="run the agent on a prompt")
+    run.add_argument("prompt", help="the user's prompt")
+    run.add_argument("--provider", choices=[p for p in PROVIDERS if p != "custom"])
+    run.add_argument("--base-url", help="any OpenAI-compatible base URL")
+    run.add_argument("--api-key", help="the API key (default: the provider's variable)")
+    run.add_argument("--model", help="the model name")
+    run.add_argument("--model-path", help="a GGUF file for --provider local")
+    run.add_argument(
+        "--tool", action="append", default=[], metavar="FILE.py:FUNCTION",
+        help="a Python function to offer as a tool (repeatable)",
+    )
+    run.add_argument("--tools", default="", help="built-in tools by name, comma-separated")
+    run.add_argument("--system", help="the system prompt text")
+    run.add_argument("--system-template", metavar="NAME_OR_PATH", help="a Jinja2 system template")
+    run.add_argument(
+        "--var", action="append", default=[], metavar="KEY=VALUE", help="a template variable"
+    )
+    run.add_argument("--search", choices=["server", "local", "auto", "off"], default="off")
+    run.add_argument("--max-turns", type=int, default=10)
+    run.add_argument("--temperature", type=float)
+    run.add_argument("--seed", type=int)
+    run.add_argument("--max-tokens", type=int)
+    run.add_argument("--stream", action="store_true", help="print text as it arrives")
+    run.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    tools_cmd = sub.add_parser("tools", help="list the built-in tools and their schemas")
+    tools_cmd.add_argument("--json", action="store_true")
+    models_cmd = sub.add_parser("models", help="list the model catalogue")
+    models_cmd.add_argument("--json", action="store_true")
+    return parser
+
+
+def _load_tool(spec: str) -> Tool:
+    file, sep, name = spec.rpartition(":")
+    if not sep or not file or not name:
+        raise UserError(f"--tool {spec!r}: write it as FILE.py:FUNCTION")
+    path = Path(file)
+    if not path.is_file():
+        raise UserError(f"--tool {spec!r}: file {file!r} does not exist")
+    module_spec = importlib.util.spec_from_file_location(f"_qwenloop_tool_{path.stem}", path)
+    if module_spec is None or module_spec.loader is None:
+        raise UserError(f"--tool {spec!r}: {file!r} is not a Python file")
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:
+        raise UserError(f"--tool {spec!r}: importing {file!r} failed: {exc}") from exc
+    fn = getattr(module, name, None)
+    if fn is None:
+        raise UserError(f"--tool {spec!r}: {file!r} has no function {name!r}")
+    if isinstance(fn, Tool):
+        return fn
+    if not callable(fn):
+        raise UserError(f"--tool {spec!r}: {name!r} is not a function")
+    return tool(fn)
+
+
+def _variables(pairs: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--var {pair!r}: write it as KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def _build_agent(args: argparse.Namespace) -> Agent:
+    tools: list[Any] = [_load_tool(s) for s in args.tool]
+    tools += [n.strip() for n in args.tools.split(",") if n.strip()]
+    instructions: Any = args.system
+    if args.system_template:
+        from agent.prompts import Template
+
+        extra = {"instructions": args.system} if args.system else {}
+        instructions = Template.load(
+            args.system_template, variables={**extra, **_variables(args.var)}
+        )
+    elif args.var:
+        raise UserError("--var needs --system-template")
+    settings = {
+        k: v
+        for k, v in (
+            ("temperature", args.temperature),
+            ("seed", args.seed),
+            ("max_tokens", args.max_tokens),
+        )
+        if v is not None
+    }
+    return Agent(
+        args.model,
+        provider=args.provider,
+        base_url=args.base_url,
+        api_key=args.api_key,
+        tools=tools,
+        instructions=instructions,
+        settings=settings,
+        max_turns=args.max_turns,
+        search=args.search,
+        model_path=args.model_path,
+    )
+
+
+def _short(text: str | None, limit: int = 200) -> str:
+    text = (text or "").replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+async def _run(agent: Agent, args: argparse.Namespace) -> RunResult:
+    try:
+        if not args.stream:
+            return await agent.run(args.prompt)
+        result: RunResult | None = None
+        out = sys.stdout
+        async for event in agent.stream(args.prompt):
+            if isinstance(event, TextDeltaEvent) and not args.json:
+                out.write(event.delta)
+                out.flush()
+            elif isinstance(event, ReasoningDeltaEvent):
+                continue
+            elif isinstance(event, ToolCallFinishedEvent) and not args.json:
+                rec = event.record
+                shown = f"error: {rec.error}" if rec.error else rec.result
+                arguments = json.dumps(rec.arguments, ensure_ascii=False)
+                out.write(f"[tool] {rec.name}({arguments}) -> {_short(shown)}\n")
+            elif isinstance(event, LoopGuardEvent) and not args.json:
+                out.write(f"[guard] {event.name} repeated; asking for an answer without tools\n")
+            elif isinstance(event, RunEndEvent):
+                result = event.result
+        assert result is not None
+        if not args.json:
+            out.write("\n")
+        return result
+    finally:
+        await agent.aclose()
+
+
+def _print_tools(as_json: bool) -> None:
+    from tools import BUILTIN_TOOLS
+
+    if as_json:
+        print(json.dumps([t.openai_schema() for t in BUILTIN_TOOLS.values()], indent=2))
+        return
+    for name, t in BUILTIN_TOOLS.items():
+        print(f"{name}: {t.description.splitlines()[0] if t.description else ''}")
+        print(f"  parameters: {json.dumps(t.parameters, ensure_ascii=False)}")
+
+
+def _print_models(as_json: bool) -> None:
+    from agent import catalog
+
+    models = catalog.all_models()
+    if as_json:
+        rows = [
+            {
+                "name": m.name,
+                "family": m.family,
+                "context_tokens": m.context_tokens,
+                "max_output_tokens": m.max_output_tokens,
+                "input_price_cny_per_1m": m.input_price,
+                "output_price_cny_per_1m": m.output_price,
+                "tools": m.supports_tools,
+                "images": m.supports_images,
+                "video": m.supports_video,
+                "search": m.supports_search,
+            }
+            for m in models
+        ]
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+
+    def num(v: float | int | None) -> str:
+        return "-" if v is None else f"{v:g}"
+
+    header = f"{'model':34} {'family':18} {'context':>9} {'output':>7} {'in/1M':>7} {'out/1M':>7}  features"
+    print(header)
+    for m in models:
+        feats = ",".join(
+            f
+            for f, on in (
+                ("tools", m.supports_tools),
+                ("images", m.supports_images),
+                ("video", m.supports_video),
+                ("search", m.supports_search),
+            )
+            if on
+        )
+        print(
+            f"{m.name:34} {m.family:18} {num(m.context_tokens):>9} {num(m.max_output_tokens):>7}"
+            f" {num(m.input_price):>7} {num(m.output_price):>7}  {feats}"
+        )
+    print("prices in CNY per 1M tokens")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "tools":
+            _print_tools(args.json)
+            return 0
+        if args.command == "models":
+            _print_models(args.json)
+            return 0
+        if args.max_turns < 1:
+            raise UserError("--max-turns must be at least 1")
+        agent = _build_agent(args)
+        result = asyncio.run(_run(agent, args))
+    except UserError as exc:
+        print(f"qwenloop: {exc}", file=sys.stderr)
+        return 2
+    except AgentError as exc:
+        print(f"qwenloop: {exc}", file=sys.stderr)
+        if args.command == "run" and args.json and exc.result is not None:
+            payload = exc.result.to_json_dict()
+            payload["error"] = str(exc)
+            print(json.dumps(payload, ensure_ascii=False))
+        return 1
+    except KeyboardInterrupt:
+        print("qwenloop: interrupted", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(result.to_json_dict(), ensure_ascii=False))
+    elif not args.stream:
+        print(result.output)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""System prompts from Jinja2 templates: sandboxed, strict about undefined variables.
+
+Templates come by name (the ones shipped in `prompts/`), by file path, or as a string. They are
+rendered at every turn with the tools, the search mode, the current date, time and zone, the
+locale and the user's variables, so time-dependent text stays current in long conversations.
+"""
+
+from __future__ import annotations
+
+import locale as _locale
+import os
+import re
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from agent.errors import PromptRenderError, UserError
+
+if TYPE_CHECKING:
+    from agent.agent import Agent
+
+__all__ = ["Template", "shipped_templates", "templates_dir"]
+
+_UNDEFINED = re.compile(r"'([^']+)' is undefined")
+
+
+def templates_dir() -> Path:
+    """Return the folder of shipped templates (inside the wheel, or `prompts/` in a checkout)."""
+    here = Path(__file__).parent
+    packaged = here / "_templates"
+    return packaged if packaged.is_dir() else here.parent / "prompts"
+
+
+def shipped_templates() -> list[str]:
+    """Return the names of the shipped templates."""
+    return sorted(p.stem for p in templates_dir().glob("*.j2"))
+
+
+def _environment(search_path: list[str]) -> ImmutableSandboxedEnvironment:
+    return ImmutableSandboxedEnvironment(
+        loader=jinja2.FileSystemLoader(search_path),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=False,
+        autoescape=False,
+    )
+
+
+def _error_line(exc: BaseException, filename: str | None) -> int | None:
+    line = getattr(exc, "lineno", None)
+    if line:
+        return int(line)
+    tb = exc.__traceback__
+    found = None
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_filename in (filename, "<template>") or code.co_filename.endswith(".j2"):
+            found = tb.tb_lineno
+        tb = tb.tb_next
+    return found
+
+
+class Template:
+    """A system-prompt template and its variables.
+
+    Args:
+        source: The template text (give this, `name` or `path`).
+        name: A shipped template's name ("default", "weather_bot", "search_bot").
+        path: A template file.
+        variables: The user's variables, available in the template by name.
+        timezone: The IANA zone for `date`, `time` and `weekday` (default: `TZ`, else UTC).
+        locale: The user's locale, e.g. "en_US" (default: the system's).
+
+    Raises:
+        PromptRenderError: For a syntax error, naming the template and the line.
+        UserError: For an unknown template name or a missing file.
+
+    Example:
+        ```python
+        Template(name="weather_bot", variables={"units": "metric"})
+        ```
+    """
+
+    def __init__(
+        self,
+        source: str | None = None,
+        *,
+        name: str | None = None,
+        path: str | Path | None = None,
+        variables: dict[str, Any] | None = None,
+        timezone: str | None = None,
+        locale: str | None = None,
+    ) -> None:
+        if sum(x is not None for x in (source, name, path)) != 1:
+            raise UserError("Template needs exactly one of source, name= or path=")
+        self.variables = dict(variables or {})
+        self.timezone = timezone or os.environ.get("TZ") or "UTC"
+        try:
+            self._zone = ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise UserError(
+                f"unknown time zone {self.timezone!r}: use an IANA name such as 'Europe/Berlin'"
+            ) from None
+        self.locale = locale or _locale.getlocale()[0] or "en_US"
+        search = [str(templates_dir())]
+        if name is not None:
+            if name not in shipped_templates():
+                raise UserError(
+                    f"no shipped template named {name!r}; choose one of "
+                    f"{', '.join(shipped_templates())}, or give a file path"
+                )
+            self.label = f"{name}.j2"
+            load: Any = lambda env: env.get_template(f"{name}.j2")  # noqa: E731
+        elif path is not None:
+            file = Path(path)
+            if not file.is_file():
+                raise UserError(f"template file {str(file)!r} does not exist")
+            self.label = str(file)
+            search.insert(0, str(file.parent.resolve()))
+            load = lambda env: env.get_template(file.name)  # noqa: E731
+        else:
+            assert source is not None
+            self.label = "<string>"
+            load = lambda env: env.from_string(source)  # noqa: E731
+        self._env = _environment(search)
+        try:
+            self._template: jinja2.Template = load(self._env)
+        except jinja2.TemplateSyntaxError as exc:
+            raise PromptRenderError(
+                f"template {self.label} has a syntax error on line {exc.lineno}: {exc.message}",
+                template=self.label,
+                line=exc.lineno,
+            ) from None
+
+    @classmethod
+    def load(cls, name_or_path: str, **kwargs: Any) -> Template:
+        """Load a shipped template by name, or a template file by path."""
+        if name_or_path in shipped_templates():
+            return cls(name=name_or_path, **kwargs)
+        if os.sep in name_or_path or name_or_path.endswith((".j2", ".jinja", ".txt", ".md")):
+            return cls(path=name_or_path, **kwargs)
+        raise UserError(
+            f"no shipped template named {name_or_path!r}; choose one of "
+            f"{', '.join(shipped_templates())}, or give a file path"
+        )
+
+    def context(self, **extra: Any) -> dict[str, Any]:
+        """Return the variables a render sees: time, zone, locale, user variables, extras."""
+        now = datetime.now(self._zone)
+        ctx: dict[str, Any] = {
+            "now": now,
+            "date": now.date().isoformat(),
+            "time": now.strftime("%H:%M"),
+            "weekday": now.strftime("%A"),
+            "timezone": self.timezone,
+            "locale": self.locale,
+            "tools": [],
+            "search_mode": "off",
+            "python_version": sys.version.split()[0],
+        }
+        ctx.update(extra)
+        ctx.update(self.variables)
+        return ctx
+
+    def render(self, **extra: Any) -> str:
+        """Render with the current time and the given extra variables.
+
+        Raises:
+            PromptRenderError: Naming the template, the line and the undefined variable.
+        """
+        try:
+            return self._template.render(self.context(**extra)).strip()
+        except jinja2.UndefinedError as exc:
+            m = _UNDEFINED.search(str(exc))
+            variable = m.group(1) if m else None
+            line = _error_line(exc, self._template.filename)
+            where = f" on line {line}" if line else ""
+            raise PromptRenderError(
+                f"template {self.label}{where} uses undefined variable {variable!r}; "
+                f"pass it with variables={{{variable!r}: ...}} (CLI: --var {variable}=...)",
+                template=self.label,
+                line=line,
+                variable=variable,
+            ) from None
+        except jinja2.TemplateError as exc:
+            line = _error_line(exc, self._template.filename)
+            raise PromptRenderError(
+                f"template {self.label} failed to render: {exc}",
+                template=self.label,
+                line=line,
+            ) from None
+
+    def render_system(self, agent: Agent) -> str:
+        """Render for an agent: its tools and search mode join the variables."""
+        tools = [{"name": t.name, "description": t.description} for t in agent.tools]
+        return self.render(tools=tools, search_mode=agent.search_mode, model=agent.model.model_name)
