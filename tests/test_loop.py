@@ -54,13 +54,9 @@ def sync_sleep(seconds: float, label: str) -> str:
     return label
 
 
-def make_agent(server: ScriptedServer, *tools, **kw) -> Agent:
-    return Agent("qwen-plus", base_url=server.url, api_key="test", tools=list(tools), **kw)
-
-
-async def test_tool_round_trip(openai_server):
+async def test_tool_round_trip(openai_server, make_agent):
     openai_server.script(tool_call_reply("get_time", {"tz": "UTC"}), text_reply("It is noon."))
-    agent = make_agent(openai_server, get_time)
+    agent = make_agent(get_time)
     result = await agent.run("What time is it?")
     assert result.output == "It is noon."
     first, second = openai_server.requests
@@ -78,30 +74,28 @@ async def test_tool_round_trip(openai_server):
     assert result.usage.total_tokens == 56 and result.usage.requests == 2
     assert [m["role"] for m in result.messages] == ["user", "assistant", "tool", "assistant"]
     json.dumps(result.messages)  # JSON-serialisable
-    await agent.aclose()
 
 
 @pytest.mark.parametrize("kind", [async_sleep, sync_sleep], ids=["async", "sync"])
-async def test_parallel_calls_run_concurrently(openai_server, kind):
+async def test_parallel_calls_run_concurrently(openai_server, make_agent, kind):
     calls = [(kind.name, {"seconds": 0.5, "label": f"r{i}"}) for i in range(4)]
     openai_server.script(tool_calls_reply(calls), text_reply("done"))
-    agent = make_agent(openai_server, kind)
+    agent = make_agent(kind)
     started = time.perf_counter()
     result = await agent.run("go")
     elapsed = time.perf_counter() - started
     assert elapsed < 1.5, f"4 calls of 0.5 s took {elapsed:.2f} s: not parallel"
     tool_msgs = openai_server.requests[1].json["messages"][-4:]
     assert [m["content"] for m in tool_msgs] == ["r0", "r1", "r2", "r3"]
-    await agent.aclose()
 
 
-async def test_results_keep_emitted_order_when_finishing_out_of_order(openai_server):
+async def test_results_keep_emitted_order_when_finishing_out_of_order(openai_server, make_agent):
     calls = [
         ("async_sleep", {"seconds": 0.3, "label": "slow"}),
         ("async_sleep", {"seconds": 0.0, "label": "fast"}),
     ]
     openai_server.script(stream_tool_calls_reply(calls), stream_text_reply("ok"))
-    agent = make_agent(openai_server, async_sleep)
+    agent = make_agent(async_sleep)
     finished = []
     async for ev in agent.stream("go"):
         if isinstance(ev, ToolCallFinishedEvent):
@@ -112,17 +106,15 @@ async def test_results_keep_emitted_order_when_finishing_out_of_order(openai_ser
     ids = [c["id"] for c in assistant["tool_calls"]]
     assert [t1["tool_call_id"], t2["tool_call_id"]] == ids  # messages in emitted order
     assert [t1["content"], t2["content"]] == ["slow", "fast"]
-    await agent.aclose()
 
 
-async def test_concurrency_cap(openai_server):
+async def test_concurrency_cap(openai_server, make_agent):
     calls = [("async_sleep", {"seconds": 0.2, "label": str(i)}) for i in range(4)]
     openai_server.script(tool_calls_reply(calls), text_reply("ok"))
-    agent = make_agent(openai_server, async_sleep, tool_concurrency=1)
+    agent = make_agent(async_sleep, tool_concurrency=1)
     started = time.perf_counter()
     await agent.run("go")
     assert time.perf_counter() - started >= 0.75  # one at a time: 4 x 0.2 s
-    await agent.aclose()
 
 
 @tool(timeout=0.2)
@@ -144,7 +136,7 @@ def picky(city: str) -> str:
     raise ToolRetry(f"no such city {city!r}; give a real city name")
 
 
-async def test_failures_go_back_to_the_model_and_siblings_survive(openai_server):
+async def test_failures_go_back_to_the_model_and_siblings_survive(openai_server, make_agent):
     openai_server.script(
         tool_calls_reply(
             [
@@ -159,7 +151,7 @@ async def test_failures_go_back_to_the_model_and_siblings_survive(openai_server)
         ),
         text_reply("recovered"),
     )
-    agent = make_agent(openai_server, get_time, explode, hangs, picky)
+    agent = make_agent(get_time, explode, hangs, picky)
     result = await agent.run("go")
     assert result.output == "recovered"
     contents = [m["content"] for m in openai_server.requests[1].json["messages"][-7:]]
@@ -176,39 +168,36 @@ async def test_failures_go_back_to_the_model_and_siblings_survive(openai_server)
         json.loads(call["function"]["arguments"])
     errors = [c.error for c in result.tool_calls]
     assert errors[0] is None and all(errors[1:])
-    await agent.aclose()
 
 
-async def test_non_canonical_arguments_are_reserialised(openai_server):
+async def test_non_canonical_arguments_are_reserialised(openai_server, make_agent):
     openai_server.script(
         tool_calls_reply([("get_time", "{'tz': 'UTC',}"), ("get_time", "")]),
         text_reply("ok"),
     )
-    agent = make_agent(openai_server, get_time, loop_guard=False)
+    agent = make_agent(get_time, loop_guard=False)
     result = await agent.run("go")
     sent = openai_server.requests[1].json["messages"][1]["tool_calls"]
     assert sent[0]["function"]["arguments"] == '{"tz": "UTC"}'
     assert sent[1]["function"]["arguments"] == "{}"
     assert result.tool_calls[0].result == "12:00 in UTC"
-    await agent.aclose()
 
 
-async def test_retry_budget_stops_running_a_failing_tool(openai_server):
+async def test_retry_budget_stops_running_a_failing_tool(openai_server, make_agent):
     openai_server.script(
         *[tool_call_reply("explode", {"n": i}) for i in range(3)], text_reply("gave up")
     )
     limited = tool(max_retries=1, name="explode")(explode.fn)
-    agent = make_agent(openai_server, limited)
+    agent = make_agent(limited)
     result = await agent.run("go")
     errors = [c.error for c in result.tool_calls]
     assert errors[0] == "RuntimeError: boom 0" and errors[1] == "RuntimeError: boom 1"
     assert "failed 2 times" in errors[2]
-    await agent.aclose()
 
 
-async def test_max_turns_carries_partial_result(openai_server):
+async def test_max_turns_carries_partial_result(openai_server, make_agent):
     openai_server.script(*[tool_call_reply("get_time", {"tz": f"Z{i}"}) for i in range(3)])
-    agent = make_agent(openai_server, get_time, max_turns=3)
+    agent = make_agent(get_time, max_turns=3)
     with pytest.raises(MaxTurnsExceeded) as info:
         await agent.run("loop forever")
     partial = info.value.result
@@ -216,10 +205,9 @@ async def test_max_turns_carries_partial_result(openai_server):
     assert len(partial.tool_calls) == 3
     assert partial.messages[0] == {"role": "user", "content": "loop forever"}
     assert "max_turns" in str(info.value)
-    await agent.aclose()
 
 
-async def test_loop_guard_does_not_rerun_and_asks_without_tools(openai_server):
+async def test_loop_guard_does_not_rerun_and_asks_without_tools(openai_server, make_agent):
     runs = []
 
     @tool
@@ -233,7 +221,7 @@ async def test_loop_guard_does_not_rerun_and_asks_without_tools(openai_server):
         tool_call_reply("lookup", {"q": "a"}),
         text_reply("final"),
     )
-    agent = make_agent(openai_server, lookup)
+    agent = make_agent(lookup)
     events = [ev async for ev in agent.stream("go")]
     result = events[-1].result
     assert runs == ["a"]
@@ -243,22 +231,20 @@ async def test_loop_guard_does_not_rerun_and_asks_without_tools(openai_server):
     assert any(isinstance(e, LoopGuardEvent) for e in events)
     assert result.guarded and result.tool_calls[1].skipped
     assert openai_server.requests[2].json["messages"][-1]["content"] == "answer to a"
-    await agent.aclose()
 
 
-async def test_conversation_continues_from_previous_messages(openai_server):
+async def test_conversation_continues_from_previous_messages(openai_server, make_agent):
     openai_server.script(text_reply("Hi Ann."), text_reply("Your name is Ann."))
-    agent = make_agent(openai_server, instructions="Be brief.")
+    agent = make_agent(instructions="Be brief.")
     first = await agent.run("I am Ann.")
     second = await agent.run("Who am I?", history=first.messages)
     assert second.output == "Your name is Ann."
     sent = openai_server.requests[1].json["messages"]
     assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
     assert sent[0]["content"] == "Be brief."
-    await agent.aclose()
 
 
-async def test_run_stream_and_run_sync_end_in_the_same_messages(openai_server):
+async def test_run_stream_and_run_sync_end_in_the_same_messages(openai_server, make_agent):
     def script(stream: bool) -> None:
         if stream:
             openai_server.script(
@@ -270,7 +256,7 @@ async def test_run_stream_and_run_sync_end_in_the_same_messages(openai_server):
                 tool_call_reply("get_time", {"tz": "UTC"}), text_reply("It is noon.")
             )
 
-    agent = make_agent(openai_server, get_time)
+    agent = make_agent(get_time)
     script(False)
     ran = await agent.run("time?")
     script(True)
@@ -292,16 +278,15 @@ async def test_run_stream_and_run_sync_end_in_the_same_messages(openai_server):
     assert openai_server.requests[2].json["stream"] is True
     assert openai_server.requests[2].json["stream_options"] == {"include_usage": True}
     assert ran.usage.total_tokens == 28 + 28
-    await agent.aclose()
 
 
-async def test_run_sync_inside_a_loop_is_a_clear_error(openai_server):
-    agent = make_agent(openai_server)
+async def test_run_sync_inside_a_loop_is_a_clear_error(openai_server, make_agent):
+    agent = make_agent()
     with pytest.raises(UserError, match="await agent.run"):
         agent.run_sync("hi")
 
 
-async def test_one_agent_serves_many_concurrent_runs(openai_server):
+async def test_one_agent_serves_many_concurrent_runs(openai_server, make_agent):
     def respond(request):
         last = request.json["messages"][-1]
         if last["role"] == "user":
@@ -309,10 +294,9 @@ async def test_one_agent_serves_many_concurrent_runs(openai_server):
         return text_reply("done " + last["content"])
 
     openai_server.respond_with(respond)
-    agent = make_agent(openai_server, get_time)
+    agent = make_agent(get_time)
     results = await asyncio.gather(*(agent.run(f"Z{i}") for i in range(30)))
     assert [r.output for r in results] == [f"done 12:00 in Z{i}" for i in range(30)]
-    await agent.aclose()
 
 
 class Place(BaseModel):
@@ -320,7 +304,7 @@ class Place(BaseModel):
     country: str = "FR"
 
 
-async def test_typed_arguments_are_validated_before_the_tool_runs(openai_server):
+async def test_typed_arguments_are_validated_before_the_tool_runs(openai_server, make_agent):
     seen = []
 
     @tool
@@ -342,20 +326,18 @@ async def test_typed_arguments_are_validated_before_the_tool_runs(openai_server)
         ),
         text_reply("ok"),
     )
-    agent = make_agent(openai_server, book)
+    agent = make_agent(book)
     result = await agent.run("book")
     assert seen == [(Place(city="Paris"), 2, "hostel")]
     assert "nights: Input should be greater than or equal to 1" in result.tool_calls[0].error
     schema = openai_server.requests[0].json["tools"][0]["function"]["parameters"]
     assert schema["properties"]["nights"]["description"] == "Nights to stay"
     assert schema["properties"]["kind"]["enum"] == ["hotel", "hostel"]
-    await agent.aclose()
 
 
-async def test_a_server_that_ignores_stream_true_still_works(openai_server):
+async def test_a_server_that_ignores_stream_true_still_works(openai_server, make_agent):
     openai_server.script(tool_call_reply("get_time", {"tz": "UTC"}), text_reply("It is noon."))
-    agent = make_agent(openai_server, get_time)
+    agent = make_agent(get_time)
     events = [e async for e in agent.stream("time?")]
     assert events[-1].result.output == "It is noon."
     assert events[-1].result.tool_calls[0].result == "12:00 in UTC"
-    await agent.aclose()
