@@ -143,7 +143,9 @@ class Agent:
 
         return system
 
-    def _config(self, settings: ModelSettings | dict[str, Any] | None, max_turns: int | None) -> RunConfig:
+    def _config(
+        self, settings: ModelSettings | dict[str, Any] | None, max_turns: int | None
+    ) -> RunConfig:
         merged = self.settings.merge(settings_from(settings)) if settings else self.settings
         return RunConfig(
             model=self.model,
@@ -269,9 +271,7 @@ class Agent:
         await self.aclose()
 
 
-def _conversation(
-    input: Input, history: Sequence[dict[str, Any]] | None
-) -> list[dict[str, Any]]:
+def _conversation(input: Input, history: Sequence[dict[str, Any]] | None) -> list[dict[str, Any]]:
     messages = [dict(m) for m in history] if history else []
     if isinstance(input, str):
         messages.append({"role": "user", "content": input})
@@ -288,7 +288,9 @@ def _conversation(
     return messages
 
 
-def _resolve_tools(items: Iterable[Tool | Callable[..., Any] | str]) -> list[Tool | Callable[..., Any]]:
+def _resolve_tools(
+    items: Iterable[Tool | Callable[..., Any] | str],
+) -> list[Tool | Callable[..., Any]]:
     out: list[Tool | Callable[..., Any]] = []
     for item in items:
         if isinstance(item, str):

@@ -46,7 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--model", help="the model name")
     run.add_argument("--model-path", help="a GGUF file for --provider local")
     run.add_argument(
-        "--tool", action="append", default=[], metavar="FILE.py:FUNCTION",
+        "--tool",
+        action="append",
+        default=[],
+        metavar="FILE.py:FUNCTION",
         help="a Python function to offer as a tool (repeatable)",
     )
     run.add_argument("--tools", default="", help="built-in tools by name, comma-separated")
@@ -211,7 +214,10 @@ def _print_models(as_json: bool) -> None:
     def num(v: float | int | None) -> str:
         return "-" if v is None else f"{v:g}"
 
-    header = f"{'model':34} {'family':18} {'context':>9} {'output':>7} {'in/1M':>7} {'out/1M':>7}  features"
+    header = (
+        f"{'model':34} {'family':18} {'context':>9} {'output':>7} {'in/1M':>7} {'out/1M':>7}"
+        "  features"
+    )
     print(header)
     for m in models:
         feats = ",".join(

@@ -2,7 +2,7 @@
 
 ```
 AgentError                      base of everything qwenloop raises; .result holds the partial run
-├── UserError                   misuse: bad @tool signature, bad settings, missing key, run_sync in a loop
+├── UserError                   misuse: bad @tool signature or settings, run_sync in a loop
 │   ├── ConfigError             provider, base URL or API key missing or unknown
 │   ├── PromptRenderError       template name, line and missing variable
 │   └── ModelNotSupportedError  a feature the chosen model does not offer (server search, ...)

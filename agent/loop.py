@@ -31,8 +31,14 @@ from agent.events import (
 from agent.messages import RunResult, ToolCallRecord, TurnUsage, Usage
 from agent.models.base import ChatModel, ModelRequest, ResponseMeta
 from agent.settings import ModelSettings
-from agent.streaming import AssistantTurn, PendingCall, StreamAssembler, build_turn, parse_completion
-from agent.tool import ToolRetry, ToolRegistry, format_tool_output
+from agent.streaming import (
+    AssistantTurn,
+    PendingCall,
+    StreamAssembler,
+    build_turn,
+    parse_completion,
+)
+from agent.tool import ToolRegistry, ToolRetry, format_tool_output
 
 __all__ = ["RunConfig", "RunState", "run_events"]
 
@@ -203,7 +209,9 @@ def _validation_summary(exc: ValidationError) -> str:
 async def _execute(state: RunState, call: PendingCall, turn: int) -> ToolCallRecord:
     """Run one tool call; never raises for the tool's own failures."""
     cfg = state.config
-    args: dict[str, Any] | str = call.arguments if call.arguments is not None else call.arguments_text
+    args: dict[str, Any] | str = (
+        call.arguments if call.arguments is not None else call.arguments_text
+    )
     record = ToolCallRecord.model_construct(
         id=call.id,
         name=call.name,
@@ -309,9 +317,7 @@ async def _dispatch(
         if cfg.loop_guard and rec.skipped is None:
             state.seen[(call.name, call.arguments_text)] = rec
         content = rec.result if rec.error is None else f"Error: {rec.error}"
-        state.messages.append(
-            {"role": "tool", "tool_call_id": call.id, "content": content or ""}
-        )
+        state.messages.append({"role": "tool", "tool_call_id": call.id, "content": content or ""})
 
 
 async def run_events(

@@ -41,7 +41,8 @@ def choose_search_mode(requested: str, provider: str, model: str) -> str:
     ok, why = server_search_supported(provider, model)
     if requested == "server":
         if not ok and not (provider == "custom" and "unknown" in why):
-            raise ModelNotSupportedError(f"search='server' is not possible: {why}; "
-                                         "use search='local' or 'auto'")
+            raise ModelNotSupportedError(
+                f"search='server' is not possible: {why}; use search='local' or 'auto'"
+            )
         return "server"
     return "server" if ok else "local"

@@ -159,7 +159,10 @@ class ModelSettings(BaseModel):
             "none",
             "required",
         ):
-            params["tool_choice"] = {"type": "function", "function": {"name": params["tool_choice"]}}
+            params["tool_choice"] = {
+                "type": "function",
+                "function": {"name": params["tool_choice"]},
+            }
         if self.extra_body:
             extra.update(self.extra_body)
         return params, extra

@@ -95,7 +95,7 @@ def decode_arguments(raw: Any) -> tuple[str, dict[str, Any] | None, str | None]:
         return "{}", {}, None
     try:
         value = json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         repaired = _repair(text)
         if repaired is None:
             return "{}", None, f"the arguments are not valid JSON ({exc.msg} at char {exc.pos})"
@@ -120,7 +120,9 @@ def _split_think(text: str) -> tuple[str, str | None]:
         end = stripped.find(_THINK_CLOSE)
         if end == -1:
             return "", stripped[len(_THINK_OPEN) :].strip()
-        return stripped[end + len(_THINK_CLOSE) :].lstrip(), stripped[len(_THINK_OPEN) : end].strip()
+        return stripped[end + len(_THINK_CLOSE) :].lstrip(), stripped[
+            len(_THINK_OPEN) : end
+        ].strip()
     end = text.find(_THINK_CLOSE)
     if end != -1:
         return text[end + len(_THINK_CLOSE) :].lstrip(), text[:end].strip()

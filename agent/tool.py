@@ -41,7 +41,7 @@ def tool_executor() -> ThreadPoolExecutor:
     return _executor
 
 
-class ToolRetry(Exception):  # noqa: N818 - an imperative signal, not an error (house style)
+class ToolRetry(Exception):
     """Raise inside a tool to send the model a correction instead of a result.
 
     The message goes back to the model as the tool's error; the call counts against the tool's
@@ -76,7 +76,7 @@ class Tool:
     ) -> None:
         if not callable(fn):
             raise UserError(f"@tool needs a function, got {fn!r}")
-        tool_name = name or getattr(fn, "__name__", "")
+        tool_name: str = name or str(getattr(fn, "__name__", ""))
         if not _NAME_RE.match(tool_name):
             raise UserError(
                 f"tool name {tool_name!r} is invalid: use 1-64 letters, digits, '_' or '-'"

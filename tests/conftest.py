@@ -26,7 +26,9 @@ async def make_agent(openai_server: ScriptedServer):
 
     def build(*tools, **kw):
         kw.setdefault("api_key", "test")
-        agent = Agent(kw.pop("model", "qwen-plus"), base_url=openai_server.url, tools=list(tools), **kw)
+        agent = Agent(
+            kw.pop("model", "qwen-plus"), base_url=openai_server.url, tools=list(tools), **kw
+        )
         agents.append(agent)
         return agent
 

@@ -20,7 +20,14 @@ from agent.models.openai import OpenAIChatModel, RetryPolicy
 from agent.testing import ScriptedServer, disconnect_reply, error_reply, json_reply, text_reply
 
 # The reference's error body (shared/qwen-api/000): {"error": {"message": "Invalid API-KEY", ...}}
-INVALID_KEY = {"error": {"message": "Invalid API-KEY", "type": "invalid_request_error", "param": None, "code": None}}
+INVALID_KEY = {
+    "error": {
+        "message": "Invalid API-KEY",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }
+}
 
 
 def fast_agent(server: ScriptedServer, retries: int = 2) -> Agent:
@@ -50,7 +57,9 @@ async def test_401_names_the_key_source(openai_server):
 
 async def test_400_carries_the_provider_message(openai_server):
     openai_server.script(
-        error_reply(400, "<400> InternalError.Algo.InvalidParameter: The tool call is not supported.")
+        error_reply(
+            400, "<400> InternalError.Algo.InvalidParameter: The tool call is not supported."
+        )
     )
     agent = fast_agent(openai_server)
     with pytest.raises(BadRequestError, match="InvalidParameter: The tool call is not supported"):

@@ -11,7 +11,6 @@ import pytest
 from pydantic import BaseModel, Field
 
 from agent import (
-    Agent,
     LoopGuardEvent,
     MaxTurnsExceeded,
     RunEndEvent,
@@ -21,7 +20,6 @@ from agent import (
     tool,
 )
 from agent.testing import (
-    ScriptedServer,
     stream_text_reply,
     stream_tool_calls_reply,
     text_reply,
@@ -82,7 +80,7 @@ async def test_parallel_calls_run_concurrently(openai_server, make_agent, kind):
     openai_server.script(tool_calls_reply(calls), text_reply("done"))
     agent = make_agent(kind)
     started = time.perf_counter()
-    result = await agent.run("go")
+    await agent.run("go")
     elapsed = time.perf_counter() - started
     assert elapsed < 1.5, f"4 calls of 0.5 s took {elapsed:.2f} s: not parallel"
     tool_msgs = openai_server.requests[1].json["messages"][-4:]
@@ -282,7 +280,7 @@ async def test_run_stream_and_run_sync_end_in_the_same_messages(openai_server, m
 
 async def test_run_sync_inside_a_loop_is_a_clear_error(openai_server, make_agent):
     agent = make_agent()
-    with pytest.raises(UserError, match="await agent.run"):
+    with pytest.raises(UserError, match=r"await agent\.run"):
         agent.run_sync("hi")
 
 

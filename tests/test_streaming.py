@@ -87,7 +87,7 @@ def test_id_repeated_in_every_chunk_and_name_repeated():
     turn, _ = assemble(
         [
             call_delta(0, "a", "f", '{"x"'),
-            call_delta(0, "a", "f", ': 1}'),
+            call_delta(0, "a", "f", ": 1}"),
         ]
     )
     assert [(c.id, c.name, c.arguments) for c in turn.calls] == [("a", "f", {"x": 1})]
@@ -101,9 +101,7 @@ def test_id_and_index_missing_after_first_chunk():
 
 
 def test_name_arriving_late():
-    turn, _ = assemble(
-        [call_delta(0, "a", None, None), call_delta(0, None, "late", '{"q": "x"}')]
-    )
+    turn, _ = assemble([call_delta(0, "a", None, None), call_delta(0, None, "late", '{"q": "x"}')])
     assert turn.calls[0].name == "late" and turn.calls[0].arguments == {"q": "x"}
 
 
@@ -136,7 +134,9 @@ def test_usage_only_last_chunk_and_stop_with_tool_calls():
         [
             call_delta(0, "a", "f", "{}"),
             chunk({}, "stop"),  # finish_reason "stop" although a tool call is present
-            chunk(usage={"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}, choices=False),
+            chunk(
+                usage={"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}, choices=False
+            ),
         ]
     )
     assert len(turn.calls) == 1 and turn.finish_reason == "stop"
@@ -171,7 +171,9 @@ def test_think_text_in_content_before_a_tool_call():
 
 
 def test_empty_content_before_tool_call():
-    turn, _ = assemble([chunk({"content": ""}), chunk({"content": "\n"}), call_delta(0, "a", "f", "{}")])
+    turn, _ = assemble(
+        [chunk({"content": ""}), chunk({"content": "\n"}), call_delta(0, "a", "f", "{}")]
+    )
     assert turn.message["content"] is None
 
 
@@ -188,8 +190,12 @@ def test_non_stream_think_block_and_reasoning_null():
                 "finish_reason": "stop",
             }
         ],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2,
-                  "prompt_tokens_details": {"cached_tokens": 1}},
+        "usage": {
+            "prompt_tokens": 1,
+            "completion_tokens": 1,
+            "total_tokens": 2,
+            "prompt_tokens_details": {"cached_tokens": 1},
+        },
     }
     turn = parse_completion(body)
     assert turn.content == "Answer." and turn.reasoning == "hmm"
@@ -259,7 +265,10 @@ async def test_streamed_tool_call_with_quirks_runs_the_tool(openai_server, make_
                 call_delta(None, "call_1", "add", '{"a": 2,'),
                 call_delta(None, "call_1", None, ' "b": 3}'),
                 chunk({}, "stop"),
-                chunk(usage={"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}, choices=False),
+                chunk(
+                    usage={"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+                    choices=False,
+                ),
             ]
         ),
         stream_text_reply("5"),

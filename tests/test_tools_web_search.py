@@ -89,7 +89,7 @@ async def test_text_results_are_mapped_and_compact() -> None:
         },
     ]
     assert fake.calls == [
-        ("text", "sun", {"region": "wt-wt", "timelimit": None, "max_results": 5}),
+        ("text", "sun", {"region": "us-en", "timelimit": None, "max_results": 5}),
     ]
 
 

@@ -69,7 +69,7 @@ def make_web_search(ddgs_factory: Callable[[], Any] | None = None) -> Tool:
     def web_search(
         query: Annotated[str, Field(min_length=1, max_length=500)],
         max_results: Annotated[int, Field(ge=1, le=20)] = 5,
-        region: Annotated[str, Field(pattern=r"^[a-zA-Z]{2}-[a-zA-Z]{2,3}$")] = "wt-wt",
+        region: Annotated[str, Field(pattern=r"^[a-zA-Z]{2}-[a-zA-Z]{2,3}$")] = "us-en",
         timelimit: Literal["d", "w", "m", "y"] | None = None,
         kind: Literal["text", "news"] = "text",
     ) -> list[dict[str, str]]:
@@ -78,8 +78,8 @@ def make_web_search(ddgs_factory: Callable[[], Any] | None = None) -> Tool:
         Args:
             query: What to search for, as you would type it into a search engine.
             max_results: How many results to return (1-20).
-            region: Region and language as country-language, e.g. "us-en", "de-de", "cn-zh";
-                "wt-wt" means no particular region.
+            region: Region and language as country-language, e.g. "us-en" (the default),
+                "de-de", "cn-zh".
             timelimit: Only results from the last day ("d"), week ("w"), month ("m") or
                 year ("y").
             kind: "text" for web pages, "news" for news articles (adds date and source).
