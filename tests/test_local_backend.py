@@ -1,0 +1,554 @@
+"""Tests of LocalChatModel's machinery against a scripted stand-in for llama_cpp (fast, no weights).
+
+The stand-in tokenises bytes one by one and "generates" a scripted reply, so rendering, text-call
+parsing, streaming hold-back, stop strings, cancellation and serialisation are tested exactly.
+The real model runs in tests/test_local_model.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import threading
+import time
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from agent.errors import BadRequestError, ConfigError, ModelNotSupportedError
+from agent.models.base import ChatModel, ModelRequest, ResponseMeta
+from agent.models.local import LocalChatModel
+
+EOS = 1001
+CALC = {
+    "type": "function",
+    "function": {
+        "name": "calculator",
+        "description": "Evaluate <expr> & return it.",
+        "parameters": {
+            "type": "object",
+            "properties": {"expression": {"type": "string"}},
+            "required": ["expression"],
+        },
+    },
+}
+
+
+class FakeLlama:
+    """Byte-level stand-in for llama_cpp.Llama that replays scripted replies."""
+
+    replies: ClassVar[list[str]] = []
+    instances: ClassVar[list[FakeLlama]] = []
+    template: ClassVar[str | None] = None
+    delay: ClassVar[float] = 0.0
+
+    def __init__(self, model_path: str, **settings: Any) -> None:
+        self.model_path = model_path
+        self.settings = settings
+        self.metadata = {} if self.template is None else {"tokenizer.chat_template": self.template}
+        self.model = object()
+        self.n_tokens = 0
+        self.prompts: list[str] = []
+        self.sampling: list[dict[str, Any]] = []
+        self.yielded = 0
+        self.active = 0
+        self.max_active = 0
+        self.closed = False
+        self.seed: int | None = None
+        self.lock = threading.Lock()
+        FakeLlama.instances.append(self)
+
+    def tokenize(self, data: bytes, add_bos: bool = True, special: bool = True) -> list[int]:
+        assert add_bos is False
+        assert special is True
+        return list(data)
+
+    def detokenize(self, tokens: list[int], special: bool = False) -> bytes:
+        if tokens == [1000]:
+            return b"<s>" if special else b""
+        if tokens == [EOS]:
+            return b"</s>" if special else b""
+        return bytes(tokens)
+
+    def token_bos(self) -> int:
+        return 1000
+
+    def token_eos(self) -> int:
+        return EOS
+
+    def set_seed(self, seed: int) -> None:
+        self.seed = seed
+
+    def generate(self, tokens: list[int], **sampling: Any) -> Iterator[int]:
+        self.prompts.append(bytes(tokens).decode("utf-8"))
+        self.sampling.append(sampling)
+        reply = self.replies.pop(0) if self.replies else "ok"
+        with self.lock:
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+        try:
+            for token in reply.encode("utf-8"):
+                if self.delay:
+                    time.sleep(self.delay)
+                self.yielded += 1
+                yield token
+            yield EOS
+            yield EOS  # a real model would go on; the backend must stop at the first
+        finally:
+            with self.lock:
+                self.active -= 1
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def fake_llama(monkeypatch: pytest.MonkeyPatch) -> type[FakeLlama]:
+    module = types.ModuleType("llama_cpp")
+    module.Llama = FakeLlama  # type: ignore[attr-defined]
+    module.llama_model_get_vocab = lambda model: "vocab"  # type: ignore[attr-defined]
+    module.llama_vocab_is_eog = lambda vocab, token: token == EOS  # type: ignore[attr-defined]
+    grammar_module = types.ModuleType("llama_cpp.llama_grammar")
+
+    class FakeGrammar:
+        def __init__(self, source: str) -> None:
+            self.source = source
+
+        @classmethod
+        def from_string(cls, grammar: str, verbose: bool = True) -> FakeGrammar:
+            return cls(grammar)
+
+        @classmethod
+        def from_json_schema(cls, schema: str, verbose: bool = True) -> FakeGrammar:
+            return cls("schema:" + schema)
+
+    grammar_module.LlamaGrammar = FakeGrammar  # type: ignore[attr-defined]
+    grammar_module.JSON_GBNF = "json-gbnf"  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "llama_cpp", module)
+    monkeypatch.setitem(sys.modules, "llama_cpp.llama_grammar", grammar_module)
+    monkeypatch.setattr(FakeLlama, "replies", [])
+    monkeypatch.setattr(FakeLlama, "instances", [])
+    monkeypatch.setattr(FakeLlama, "template", None)
+    monkeypatch.setattr(FakeLlama, "delay", 0.0)
+    return FakeLlama
+
+
+@pytest.fixture
+def gguf(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.gguf"
+    path.write_bytes(b"GGUF\x03\x00\x00\x00")
+    return path
+
+
+def request(
+    tools: list[dict[str, Any]] | None = None, content: str = "What is 2+2?", **params: Any
+) -> ModelRequest:
+    return ModelRequest(
+        model="local",
+        messages=[{"role": "user", "content": content}],
+        tools=tools,
+        params=params,
+    )
+
+
+def assemble(chunks: list[dict[str, Any]]) -> tuple[dict[str, Any], str | None, dict[str, Any]]:
+    """Assemble stream chunks the way an OpenAI client does: (message, finish, usage)."""
+    message: dict[str, Any] = {"role": "assistant", "content": None}
+    calls: dict[int, dict[str, Any]] = {}
+    finish = None
+    usage: dict[str, Any] = {}
+    for chunk in chunks:
+        assert chunk["object"] == "chat.completion.chunk"
+        if chunk.get("usage"):
+            usage = chunk["usage"]
+        for choice in chunk["choices"]:
+            delta = choice["delta"]
+            for key in ("content", "reasoning_content"):
+                if delta.get(key):
+                    message[key] = (message.get(key) or "") + delta[key]
+            for call in delta.get("tool_calls", []):
+                slot = calls.setdefault(
+                    call["index"],
+                    {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
+                )
+                slot["id"] += call.get("id", "")
+                slot["function"]["name"] += call["function"].get("name", "")
+                slot["function"]["arguments"] += call["function"].get("arguments", "")
+            finish = choice["finish_reason"] or finish
+    if calls:
+        message["tool_calls"] = [calls[index] for index in sorted(calls)]
+    return message, finish, usage
+
+
+def without_ids(message: dict[str, Any]) -> dict[str, Any]:
+    shown = json.loads(json.dumps(message))
+    for call in shown.get("tool_calls", []):
+        assert call.pop("id").startswith("call_")
+    return shown
+
+
+async def both(
+    model: LocalChatModel, fake: type[FakeLlama], reply: str, req: ModelRequest
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run the same scripted reply through complete() and stream()."""
+    fake.replies.extend([reply, reply])
+    body = (await model.complete(req)).body
+    chunks = [chunk async for chunk in model.stream(req, ResponseMeta())]
+    return body, chunks
+
+
+REPLIES = [
+    "The answer is 4.",
+    '```json\n{\n  "name": "calculator",\n  "arguments": {\n    "expression": "2+2"\n  }\n}\n```',
+    'Let me compute.\n<tool_call>\n{"name": "calculator", "arguments": {"expression": "2+2"}}\n'
+    '</tool_call>\n<tool_call>\n{"name": "calculator", "arguments": {"expression": "3*3"}}',
+    '{{"name": "calculator", "arguments": {"expression": "12 * 34"}}}',
+    "<think>\nadd them\n</think>\n\nIt is 4 — vier, 四.",
+    "Here is code:\n```python\nprint({'a': 1})\n```\nDone.",
+    '{"name": "unknown_tool", "arguments": {}}',
+]
+
+
+@pytest.mark.parametrize("reply", REPLIES)
+async def test_stream_assembles_to_complete(
+    fake_llama: type[FakeLlama], gguf: Path, reply: str
+) -> None:
+    model = LocalChatModel(str(gguf))
+    body, chunks = await both(model, fake_llama, reply, request([CALC], temperature=0))
+    message, finish, usage = assemble(chunks)
+    choice = body["choices"][0]
+    assert without_ids(message) == without_ids(choice["message"])
+    assert finish == choice["finish_reason"]
+    assert usage == body["usage"]
+    assert chunks[-1]["choices"] == []
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    await model.aclose()
+
+
+async def test_complete_reads_a_fenced_call(fake_llama: type[FakeLlama], gguf: Path) -> None:
+    model = LocalChatModel(str(gguf), model_name="tiny")
+    fake_llama.replies.append(REPLIES[1])
+    response = await model.complete(request([CALC]))
+    body = response.body
+    assert body["object"] == "chat.completion"
+    assert body["model"] == "tiny"
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["content"] is None
+    (call,) = choice["message"]["tool_calls"]
+    assert call["type"] == "function"
+    assert len(call["id"]) == len("call_") + 8
+    assert call["function"] == {"name": "calculator", "arguments": '{"expression": "2+2"}'}
+    prompt_tokens = len(fake_llama.instances[0].prompts[0].encode())
+    assert body["usage"]["prompt_tokens"] == prompt_tokens
+    assert body["usage"]["completion_tokens"] == len(REPLIES[1].encode())
+    assert response.meta.request_id == body["id"]
+    await model.aclose()
+
+
+async def test_plain_answer_and_reasoning(fake_llama: type[FakeLlama], gguf: Path) -> None:
+    model = LocalChatModel(str(gguf))
+    fake_llama.replies.append("<think>\nadd them\n</think>\n\nIt is 4.")
+    choice = (await model.complete(request([CALC]))).body["choices"][0]
+    assert choice["finish_reason"] == "stop"
+    assert choice["message"] == {
+        "role": "assistant",
+        "content": "It is 4.",
+        "reasoning_content": "add them",
+    }
+    await model.aclose()
+
+
+async def test_stream_shows_prose_before_the_call_arrives(
+    fake_llama: type[FakeLlama], gguf: Path
+) -> None:
+    model = LocalChatModel(str(gguf))
+    fake_llama.replies.append(REPLIES[2])
+    chunks = [chunk async for chunk in model.stream(request([CALC]), ResponseMeta())]
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    content_deltas = [d["content"] for d in deltas if "content" in d]
+    assert "".join(content_deltas) == "Let me compute."
+    assert len(content_deltas) > 1  # shown as it came, not at the end
+    call_deltas = [d["tool_calls"][0] for d in deltas if "tool_calls" in d]
+    assert [d["index"] for d in call_deltas] == [0, 1]
+    assert [json.loads(d["function"]["arguments"]) for d in call_deltas] == [
+        {"expression": "2+2"},
+        {"expression": "3*3"},
+    ]
+    # No chunk ever showed any of the call's text.
+    assert all("<tool_call>" not in d.get("content", "") for d in deltas)
+    await model.aclose()
+
+
+async def test_multibyte_characters_split_across_tokens(
+    fake_llama: type[FakeLlama], gguf: Path
+) -> None:
+    model = LocalChatModel(str(gguf))
+    text = "Ça fait 4 — 四 🎉"
+    body, chunks = await both(model, fake_llama, text, request())
+    assert body["choices"][0]["message"]["content"] == text
+    assert assemble(chunks)[0]["content"] == text
+    assert all(
+        "\ufffd" not in (c["choices"] or [{}])[0].get("delta", {}).get("content", "")
+        for c in chunks
+    )
+    await model.aclose()
+
+
+async def test_prompt_renders_tools_and_object_arguments(
+    fake_llama: type[FakeLlama], gguf: Path
+) -> None:
+    model = LocalChatModel(str(gguf))
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": "What is 2+2?"}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "calculator", "arguments": '{"expression": "2+2"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "4"},
+    ]
+    await model.complete(ModelRequest(model="local", messages=messages, tools=[CALC]))
+    prompt = fake_llama.instances[0].prompts[0]
+    # The fallback template (the fake GGUF carries none) in ChatML, with the schema as JSON.
+    assert prompt.startswith("<|im_start|>system\n")
+    assert json.dumps(CALC, ensure_ascii=False) in prompt  # no HTML escaping of < and &
+    assert '{"name": "calculator", "arguments": {"expression": "2+2"}}' in prompt
+    assert "<tool_response>\n4\n</tool_response>" in prompt
+    assert prompt.endswith("<|im_start|>assistant\n")
+    await model.aclose()
+
+
+async def test_uses_the_gguf_template(fake_llama: type[FakeLlama], gguf: Path) -> None:
+    fake_llama.template = (
+        "{{ bos_token }}{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}"
+        "{% if tools %}<tools>{{ tools | length }}</tools>{% endif %}"
+        "{% if add_generation_prompt %}[assistant]{% endif %}{{ flag }}"
+    )
+    model = LocalChatModel(str(gguf))
+    req = request([CALC], content="hi")
+    req.extra_body["chat_template_kwargs"] = {"flag": "!"}
+    await model.complete(req)
+    assert fake_llama.instances[0].prompts[0] == "<s>[user]hi<tools>1</tools>[assistant]!"
+    await model.aclose()
+
+
+async def test_template_opening_a_think_block(fake_llama: type[FakeLlama], gguf: Path) -> None:
+    fake_llama.template = "{{ messages[0].content }}<think>\n"
+    fake_llama.replies.append("weighing it</think>\nFour.")
+    model = LocalChatModel(str(gguf))
+    message = (await model.complete(request())).body["choices"][0]["message"]
+    assert message["content"] == "Four."
+    assert message["reasoning_content"] == "weighing it"
+    await model.aclose()
+
+
+async def test_template_errors_are_bad_requests(fake_llama: type[FakeLlama], gguf: Path) -> None:
+    fake_llama.template = "{{ raise_exception('roles must alternate') }}"
+    model = LocalChatModel(str(gguf))
+    with pytest.raises(BadRequestError, match="roles must alternate"):
+        await model.complete(request())
+    await model.aclose()
+
+
+async def test_sampling_parameters(fake_llama: type[FakeLlama], gguf: Path) -> None:
+    model = LocalChatModel(str(gguf), seed=7)
+    await model.complete(request())
+    defaults = fake_llama.instances[0].sampling[0]
+    assert defaults["temp"] == 0.7
+    assert defaults["top_k"] == 20
+    assert defaults["repeat_penalty"] == 1.05
+    assert fake_llama.instances[0].seed == 7
+    req = request(temperature=0, top_p=0.5, presence_penalty=0.3, frequency_penalty=0.2, seed=3)
+    req.extra_body.update(top_k=5, min_p=0.1, repetition_penalty=1.2)
+    await model.complete(req)
+    given = fake_llama.instances[0].sampling[1]
+    assert given["temp"] == 0
+    assert given["top_p"] == 0.5
+    assert given["top_k"] == 5
+    assert given["min_p"] == 0.1
+    assert given["repeat_penalty"] == 1.2
+    assert given["presence_penalty"] == 0.3
+    assert given["frequency_penalty"] == 0.2
+    assert fake_llama.instances[0].seed == 3
+    await model.aclose()
+
+
+async def test_max_tokens_ends_with_length(fake_llama: type[FakeLlama], gguf: Path) -> None:
+    model = LocalChatModel(str(gguf))
+    fake_llama.replies.append("one two three four")
+    body = (await model.complete(request(max_tokens=7))).body
+    assert body["choices"][0]["message"]["content"] == "one two"
+    assert body["choices"][0]["finish_reason"] == "length"
+    assert body["usage"]["completion_tokens"] == 7
+    await model.aclose()
+
+
+async def test_stop_strings_are_cut_and_never_streamed(
+    fake_llama: type[FakeLlama], gguf: Path
+) -> None:
+    model = LocalChatModel(str(gguf))
+    reply = "alpha beta END gamma"
+    body, chunks = await both(model, fake_llama, reply, request(stop=["END", "never"]))
+    assert body["choices"][0]["message"]["content"] == "alpha beta"
+    assert body["choices"][0]["finish_reason"] == "stop"
+    streamed = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert streamed == "alpha beta"
+    await model.aclose()
+
+
+async def test_tool_choice(fake_llama: type[FakeLlama], gguf: Path) -> None:
+    other = {"type": "function", "function": {"name": "other", "parameters": {}}}
+    model = LocalChatModel(str(gguf))
+    fake_llama.replies.append('{"name": "calculator", "arguments": {}}')
+    none = (await model.complete(request([CALC], tool_choice="none"))).body["choices"][0]
+    assert "tool_calls" not in none["message"]  # no tools shown, so no call read
+    assert "# Tools" not in fake_llama.instances[0].prompts[0]
+    choice = {"type": "function", "function": {"name": "calculator"}}
+    await model.complete(request([CALC, other], tool_choice=choice))
+    assert '"name": "other"' not in fake_llama.instances[0].prompts[1]
+    with pytest.raises(BadRequestError, match="missing"):
+        await model.complete(
+            request([CALC], tool_choice={"type": "function", "function": {"name": "missing"}})
+        )
+    await model.aclose()
+
+
+async def test_json_response_format_uses_a_grammar(fake_llama: type[FakeLlama], gguf: Path) -> None:
+    model = LocalChatModel(str(gguf))
+    await model.complete(request(response_format={"type": "json_object"}))
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    await model.complete(
+        request(response_format={"type": "json_schema", "json_schema": {"schema": schema}})
+    )
+    await model.complete(request([CALC], response_format={"type": "json_object"}))
+    grammars = [s["grammar"] for s in fake_llama.instances[0].sampling]
+    assert grammars[0].source == "json-gbnf"
+    assert grammars[1].source == "schema:" + json.dumps(schema)
+    assert grammars[2] is None  # tools offered: a grammar would forbid calling them
+    await model.aclose()
+
+
+async def test_context_overflow_is_a_bad_request(fake_llama: type[FakeLlama], gguf: Path) -> None:
+    model = LocalChatModel(str(gguf), n_ctx=64)
+    with pytest.raises(BadRequestError) as caught:
+        await model.complete(request(content="x" * 100))
+    assert caught.value.code == "context_length_exceeded"
+    await model.aclose()
+
+
+async def test_unsupported_requests(fake_llama: type[FakeLlama], gguf: Path) -> None:
+    model = LocalChatModel(str(gguf))
+    with pytest.raises(ModelNotSupportedError):
+        await model.complete(request(n=2))
+    image = {"type": "image_url", "image_url": {"url": "data:,"}}
+    with pytest.raises(ModelNotSupportedError, match="image_url"):
+        await model.complete(
+            ModelRequest(model="local", messages=[{"role": "user", "content": [image]}])
+        )
+    await model.aclose()
+
+
+async def test_requests_are_serialised_and_do_not_block_the_loop(
+    fake_llama: type[FakeLlama], gguf: Path
+) -> None:
+    fake_llama.delay = 0.002
+    fake_llama.replies.extend(["first reply " * 5, "second reply " * 5])
+    model = LocalChatModel(str(gguf))
+    ticks = 0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            await asyncio.sleep(0.005)
+
+    tick_task = asyncio.create_task(ticker())
+    first, second = await asyncio.gather(model.complete(request()), model.complete(request()))
+    done.set()
+    await tick_task
+    contents = {
+        first.body["choices"][0]["message"]["content"],
+        second.body["choices"][0]["message"]["content"],
+    }
+    assert contents == {("first reply " * 5).strip(), ("second reply " * 5).strip()}
+    assert fake_llama.instances[0].max_active == 1
+    assert len(fake_llama.instances) == 1  # loaded once
+    assert ticks > 5
+    await model.aclose()
+
+
+async def test_leaving_a_stream_early_stops_generation(
+    fake_llama: type[FakeLlama], gguf: Path
+) -> None:
+    fake_llama.delay = 0.002
+    fake_llama.replies.extend(["word " * 500, "after"])
+    model = LocalChatModel(str(gguf))
+    stream = model.stream(request(), ResponseMeta())
+    async for _chunk in stream:
+        break
+    await stream.aclose()  # type: ignore[attr-defined]
+    # The next request queues behind the stopped one and gets its own reply.
+    body = (await model.complete(request())).body
+    assert body["choices"][0]["message"]["content"] == "after"
+    assert fake_llama.instances[0].yielded < len("word " * 500) + len("after")
+    await model.aclose()
+
+
+async def test_aclose_frees_and_a_later_request_reloads(
+    fake_llama: type[FakeLlama], gguf: Path
+) -> None:
+    model = LocalChatModel(str(gguf))
+    assert isinstance(model, ChatModel)
+    assert model.provider == "local"
+    await model.load()
+    assert model.model_path == gguf
+    assert model.load_seconds is not None
+    await model.aclose()
+    assert fake_llama.instances[0].closed
+    await model.complete(request())
+    assert len(fake_llama.instances) == 2
+    await model.aclose()
+    await model.aclose()  # twice is harmless
+
+
+async def test_settings_reach_llama(fake_llama: type[FakeLlama], gguf: Path) -> None:
+    model = LocalChatModel(str(gguf), n_ctx=2048, n_threads=3, seed=5, verbose=True)
+    await model.load()
+    settings = fake_llama.instances[0].settings
+    assert settings == {
+        "n_ctx": 2048,
+        "n_threads": 3,
+        "n_threads_batch": 3,
+        "seed": 5,
+        "verbose": True,
+    }
+    await model.aclose()
+
+
+async def test_missing_llama_cpp_names_the_extra(
+    gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)
+    model = LocalChatModel(str(gguf))
+    with pytest.raises(ConfigError, match=r"pip install 'qwenloop\[local\]'"):
+        await model.complete(request())
+    await model.aclose()
+
+
+async def test_bad_model_path(fake_llama: type[FakeLlama], tmp_path: Path) -> None:
+    model = LocalChatModel(str(tmp_path / "missing.gguf"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        await model.complete(request())
+    await model.aclose()
