@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
-from agent.errors import ConfigError, UserError
+from pydantic import BaseModel
+
+from agent.errors import ConfigError, ModelNotSupportedError, UserError
 from agent.events import AgentEvent, RunEndEvent
 from agent.loop import RunConfig, run_events
 from agent.messages import RunResult, Usage
@@ -51,6 +54,13 @@ class Agent:
         retries: Retries for 429, 5xx and connection failures.
         timeout: Seconds one model request may take.
         model_path: A GGUF file for the local provider (default: the bundled Qwen model).
+        output_type: A pydantic model the final answer must validate as; the result's
+            `parsed` holds the instance.
+        output_retries: Invalid structured replies the model may correct.
+        send_reasoning: Send `reasoning_content` back on tool-call turns (for providers that
+            require it); off by default.
+        max_total_tokens: A token budget per run (`UsageLimitExceeded` past it).
+        max_cost: A cost budget per run in CNY, where the model's price is known.
     """
 
     def __init__(
@@ -72,6 +82,11 @@ class Agent:
         retries: int = 3,
         timeout: float = 120.0,
         model_path: str | None = None,
+        output_type: type[BaseModel] | None = None,
+        output_retries: int = 2,
+        send_reasoning: bool = False,
+        max_total_tokens: int | None = None,
+        max_cost: float | None = None,
     ) -> None:
         if max_turns < 1:
             raise UserError(f"max_turns must be at least 1, got {max_turns}")
@@ -82,6 +97,12 @@ class Agent:
                 f"text_tool_calls must be 'auto', 'always' or 'never', got {text_tool_calls!r}"
             )
         self.settings = settings_from(settings)
+        _check_translation(self.settings)
+        self.output_type = output_type
+        self.output_retries = output_retries
+        self.send_reasoning = send_reasoning
+        self.max_total_tokens = max_total_tokens
+        self.max_cost = max_cost
         self.max_turns = max_turns
         self.tool_concurrency = tool_concurrency
         self.text_tool_calls = text_tool_calls
@@ -144,9 +165,18 @@ class Agent:
         return system
 
     def _config(
-        self, settings: ModelSettings | dict[str, Any] | None, max_turns: int | None
+        self,
+        settings: ModelSettings | dict[str, Any] | None,
+        max_turns: int | None,
+        output_type: type[BaseModel] | None,
     ) -> RunConfig:
         merged = self.settings.merge(settings_from(settings)) if settings else self.settings
+        if settings:
+            _check_translation(merged)
+        merged, force, emulate = self._tool_choice(merged)
+        output = output_type or self.output_type
+        info = _catalog_info(self.model.model_name)
+        json_schema = self.model.provider == "openai" or bool(info and info.supports_json_schema)
         return RunConfig(
             model=self.model,
             registry=self.tools,
@@ -158,21 +188,74 @@ class Agent:
             text_tool_calls=self.text_tool_calls,
             loop_guard=self.loop_guard,
             cost=_cost_function(self.model.model_name),
+            output_type=output,
+            output_retries=self.output_retries,
+            json_schema_format=json_schema,
+            force_tool_choice=force,
+            emulate_required=emulate,
+            max_total_tokens=self.max_total_tokens,
+            max_cost=self.max_cost,
+            send_reasoning=self.send_reasoning,
         )
 
+    def _tool_choice(self, settings: ModelSettings) -> tuple[ModelSettings, Any, bool]:
+        """Move a forcing tool_choice to the first turn only, emulating "required" if needed.
+
+        Forcing every turn would never let the run end, so "required" and a named tool apply
+        to the first turn; later turns use the provider's default ("auto").
+        """
+        choice = settings.tool_choice
+        if choice is None or choice in ("auto", "none"):
+            return settings, None, False
+        data = settings.model_dump(exclude_unset=True)
+        data.pop("tool_choice")
+        rest = ModelSettings(**data)
+        if isinstance(choice, str) and choice != "required":
+            if choice not in self.tools:
+                raise UserError(
+                    f"tool_choice names {choice!r}, which is not a tool of this agent; "
+                    f"tools: {', '.join(self.tools.names) or 'none'}"
+                )
+            return rest, {"type": "function", "function": {"name": choice}}, False
+        if choice != "required":
+            return rest, choice, False
+        if not len(self.tools):
+            raise UserError('tool_choice="required" needs at least one tool')
+        preset = self.endpoint.provider if self.endpoint else None
+        if preset is None or "required" in preset.tool_choice_values:
+            return rest, "required", False
+        if len(self.tools) == 1:  # DashScope takes a named function but not "required"
+            return rest, {"type": "function", "function": {"name": self.tools.names[0]}}, False
+        return rest, None, True
+
     def _events(
-        self,
-        input: Input,
-        history: Sequence[dict[str, Any]] | None,
-        settings: ModelSettings | dict[str, Any] | None,
-        max_turns: int | None,
-        stream: bool,
+        self, input: Input, stream: bool, options: dict[str, Any]
     ) -> AsyncIterator[AgentEvent]:
-        config = self._config(settings, max_turns)
+        config = self._config(options["settings"], options["max_turns"], options["output_type"])
         # Prompt templates render before any request, so their errors come first.
         if config.system_prompt is not None:
             config.system_prompt()
-        return run_events(config, _conversation(input, history), stream=stream)
+        messages = _conversation(input, options["history"])
+        if options["images"] or options["video"] is not None:
+            self._attach_media(messages, options["images"], options["video"])
+        return run_events(config, messages, stream=stream)
+
+    def _attach_media(self, messages: list[dict[str, Any]], images: Any, video: Any) -> None:
+        from agent.content import user_message
+
+        info = _catalog_info(self.model.model_name)
+        if info is not None and images and not info.supports_images:
+            raise ModelNotSupportedError(
+                f"model {self.model.model_name!r} does not take images; use a qwen-vl model"
+            )
+        if info is not None and video is not None and not info.supports_video:
+            raise ModelNotSupportedError(
+                f"model {self.model.model_name!r} does not take video; use a qwen-vl model"
+            )
+        last = messages[-1]
+        if last.get("role") != "user" or not isinstance(last.get("content"), str):
+            raise UserError("images and video attach to a text prompt: pass the prompt as a string")
+        messages[-1] = user_message(last["content"], images=images, video=video)
 
     async def run(
         self,
@@ -181,6 +264,9 @@ class Agent:
         history: Sequence[dict[str, Any]] | None = None,
         settings: ModelSettings | dict[str, Any] | None = None,
         max_turns: int | None = None,
+        output_type: type[BaseModel] | None = None,
+        images: Sequence[str | Path] = (),
+        video: str | Path | Sequence[str | Path] | None = None,
     ) -> RunResult:
         """Run the agent until the model answers without calling a tool.
 
@@ -196,6 +282,9 @@ class Agent:
             history: Messages to continue from (a previous result's `messages`).
             settings: Request parameters overriding the agent's for this run.
             max_turns: Overrides the agent's turn limit for this run.
+            output_type: A pydantic model the answer must validate as (overrides the agent's).
+            images: Image URLs or local image files to send with the prompt (qwen-vl models).
+            video: A video URL, or a list of frame images, to send with the prompt.
 
         Returns:
             The run's result.
@@ -205,7 +294,15 @@ class Agent:
             ModelError: The endpoint failed after retries; `.result` holds the run so far.
         """
         result: RunResult | None = None
-        async for event in self._events(input, history, settings, max_turns, stream=False):
+        options = {
+            "history": history,
+            "settings": settings,
+            "max_turns": max_turns,
+            "output_type": output_type,
+            "images": images,
+            "video": video,
+        }
+        async for event in self._events(input, False, options):
             if isinstance(event, RunEndEvent):
                 result = event.result
         assert result is not None
@@ -218,6 +315,9 @@ class Agent:
         history: Sequence[dict[str, Any]] | None = None,
         settings: ModelSettings | dict[str, Any] | None = None,
         max_turns: int | None = None,
+        output_type: type[BaseModel] | None = None,
+        images: Sequence[str | Path] = (),
+        video: str | Path | Sequence[str | Path] | None = None,
     ) -> RunResult:
         """Run the agent from synchronous code; same arguments and result as `run`.
 
@@ -236,7 +336,13 @@ class Agent:
         async def main() -> RunResult:
             try:
                 return await self.run(
-                    input, history=history, settings=settings, max_turns=max_turns
+                    input,
+                    history=history,
+                    settings=settings,
+                    max_turns=max_turns,
+                    output_type=output_type,
+                    images=images,
+                    video=video,
                 )
             finally:
                 close = getattr(self.model, "close_connections", None)
@@ -252,12 +358,23 @@ class Agent:
         history: Sequence[dict[str, Any]] | None = None,
         settings: ModelSettings | dict[str, Any] | None = None,
         max_turns: int | None = None,
+        output_type: type[BaseModel] | None = None,
+        images: Sequence[str | Path] = (),
+        video: str | Path | Sequence[str | Path] | None = None,
     ) -> AsyncIterator[AgentEvent]:
         """Run the agent with streaming on, yielding events; the last is a `RunEndEvent`.
 
         Same arguments, loop and final result as `run`; text and reasoning arrive as deltas.
         """
-        async for event in self._events(input, history, settings, max_turns, stream=True):
+        options = {
+            "history": history,
+            "settings": settings,
+            "max_turns": max_turns,
+            "output_type": output_type,
+            "images": images,
+            "video": video,
+        }
+        async for event in self._events(input, True, options):
             yield event
 
     async def aclose(self) -> None:
@@ -323,6 +440,23 @@ def _make_model(
         retry=RetryPolicy(max_retries=retries),
         timeout=timeout,
     )
+
+
+def _catalog_info(model: str) -> Any:
+    from agent import catalog
+
+    return catalog.lookup(model)
+
+
+def _check_translation(settings: ModelSettings) -> None:
+    options = settings.translation_options
+    if options is None:
+        return
+    from agent.translation import translation_options
+
+    if "source_lang" not in options or "target_lang" not in options:
+        raise UserError("translation_options needs source_lang and target_lang")
+    translation_options(options["source_lang"], options["target_lang"])
 
 
 def _cost_function(model: str) -> Callable[[Usage], float | None] | None:

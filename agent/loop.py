@@ -8,15 +8,21 @@ isolated: a failure becomes a `role: tool` message the model can correct itself 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from agent.errors import AgentError, MaxTurnsExceeded
+from agent.errors import (
+    AgentError,
+    MaxTurnsExceeded,
+    OutputValidationError,
+    UsageLimitExceeded,
+)
 from agent.events import (
     AgentEvent,
     LoopGuardEvent,
@@ -61,7 +67,17 @@ class RunConfig:
         loop_guard: Do not re-run repeated calls; ask once more without tools instead.
         send_reasoning: Send `reasoning_content` of earlier turns back to the provider.
         cost: Computes a turn's cost in CNY from its usage, or returns None.
-        hooks: Called with each finished turn before its tool calls run (limits, output checks).
+        output_type: A pydantic model the final answer must validate as (structured output).
+        output_retries: Replies that failed validation the model may correct.
+        json_schema_format: Ask with `response_format` json_schema (else json_object and the
+            schema in the prompt).
+        force_tool_choice: The tool_choice of the first turn ("required" or a named function);
+            later turns use "auto" so the run can end.
+        emulate_required: The provider lacks tool_choice "required": re-ask a turn that
+            answered without calling a tool.
+        required_retries: Turns that may be re-asked when "required" is emulated.
+        max_total_tokens: Stop with UsageLimitExceeded past this many tokens.
+        max_cost: Stop with UsageLimitExceeded past this cost in CNY.
     """
 
     model: ChatModel
@@ -75,7 +91,14 @@ class RunConfig:
     loop_guard: bool = True
     send_reasoning: bool = False
     cost: Callable[[Usage], float | None] | None = None
-    hooks: list[Callable[[RunState, AssistantTurn], None]] = field(default_factory=list)
+    output_type: type[BaseModel] | None = None
+    output_retries: int = 2
+    json_schema_format: bool = False
+    force_tool_choice: Any = None
+    emulate_required: bool = False
+    required_retries: int = 1
+    max_total_tokens: int | None = None
+    max_cost: float | None = None
 
 
 @dataclass(slots=True)
@@ -96,6 +119,9 @@ class RunState:
     seen: dict[tuple[str, str], ToolCallRecord] = field(default_factory=dict)
     tools_off_next_turn: bool = False
     output: str = ""
+    parsed: Any = None
+    output_failures: int = 0
+    required_misses: int = 0
 
     def result(self) -> RunResult:
         """Snapshot the run as a RunResult."""
@@ -112,29 +138,36 @@ class RunState:
             balance=self.balance,
             reasoning=self.reasoning,
             guarded=self.guarded,
-            parsed=None,
+            parsed=self.parsed,
         )
 
 
 def _request(state: RunState) -> ModelRequest:
     cfg = state.config
     messages = state.messages
-    if cfg.system_prompt is not None:
-        text = cfg.system_prompt()
+    if cfg.system_prompt is not None or (cfg.output_type and not cfg.json_schema_format):
+        text = cfg.system_prompt() if cfg.system_prompt is not None else None
+        if cfg.output_type is not None and not cfg.json_schema_format:
+            text = ((text + "\n\n") if text else "") + _schema_instruction(cfg.output_type)
         if text is not None:
             system = {"role": "system", "content": text}
             if messages and messages[0].get("role") == "system":
                 messages[0] = system
             else:
                 messages.insert(0, system)
-    if not cfg.send_reasoning and any("reasoning_content" in m for m in messages):
+    if any("reasoning_content" in m for m in messages):
+        # Reasoning goes back only on tool-call turns, and only where the provider wants it.
         messages = [
-            {k: v for k, v in m.items() if k != "reasoning_content"}
-            if "reasoning_content" in m
-            else m
+            m
+            if "reasoning_content" not in m or (cfg.send_reasoning and m.get("tool_calls"))
+            else {k: v for k, v in m.items() if k != "reasoning_content"}
             for m in messages
         ]
     params, extra = cfg.settings.split()
+    if cfg.output_type is not None:
+        params["response_format"] = _response_format(cfg.output_type, cfg.json_schema_format)
+    if cfg.force_tool_choice is not None and state.turns == 1:
+        params["tool_choice"] = cfg.force_tool_choice
     tools: list[dict[str, Any]] | None = cfg.registry.schemas() or None
     if state.tools_off_next_turn:
         tools = None
@@ -144,6 +177,78 @@ def _request(state: RunState) -> ModelRequest:
         params.pop("tool_choice", None)
         params.pop("parallel_tool_calls", None)
     return ModelRequest(cfg.model.model_name, list(messages), tools, params, extra)
+
+
+def _schema_instruction(output_type: type[BaseModel]) -> str:
+    schema = json.dumps(output_type.model_json_schema(), ensure_ascii=False)
+    return (
+        "Reply with one JSON object only, no prose and no code fence, that matches this JSON "
+        f"schema:\n{schema}"
+    )
+
+
+def _response_format(output_type: type[BaseModel], json_schema: bool) -> dict[str, Any]:
+    if not json_schema:
+        return {"type": "json_object"}
+    return {
+        "type": "json_schema",
+        "json_schema": {
+            "name": output_type.__name__,
+            "schema": output_type.model_json_schema(),
+            "strict": False,
+        },
+    }
+
+
+_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
+
+
+def _check_output(state: RunState, assistant: AssistantTurn) -> bool:
+    """Validate structured output; on failure ask again (bounded). True when the run may end."""
+    cfg = state.config
+    assert cfg.output_type is not None
+    text = assistant.content
+    fenced = _FENCE.match(text)
+    try:
+        state.parsed = cfg.output_type.model_validate_json(fenced.group(1) if fenced else text)
+        return True
+    except ValidationError as exc:
+        errors = _validation_summary(exc).removeprefix("invalid arguments: ")
+        if state.output_failures >= cfg.output_retries:
+            raise OutputValidationError(
+                f"the model's reply did not validate as {cfg.output_type.__name__} after "
+                f"{state.output_failures + 1} tries: {errors}",
+                raw_text=text,
+                errors=exc.errors(),
+            ) from None
+        state.output_failures += 1
+        state.messages.append(
+            {
+                "role": "user",
+                "content": f"Your reply did not validate: {errors}. Reply again with only the "
+                "corrected JSON object.",
+            }
+        )
+        return False
+
+
+def _check_limits(state: RunState) -> None:
+    cfg = state.config
+    if cfg.max_total_tokens is not None and state.usage.total_tokens > cfg.max_total_tokens:
+        raise UsageLimitExceeded(
+            f"the run used {state.usage.total_tokens} tokens, over its budget of "
+            f"{cfg.max_total_tokens}; raise the limit or shorten the task",
+            limit="total_tokens",
+            value=state.usage.total_tokens,
+            maximum=cfg.max_total_tokens,
+        )
+    if cfg.max_cost is not None and (state.cost or 0.0) > cfg.max_cost:
+        raise UsageLimitExceeded(
+            f"the run cost {state.cost:.6f} CNY, over its budget of {cfg.max_cost} CNY",
+            limit="cost",
+            value=state.cost or 0.0,
+            maximum=cfg.max_cost,
+        )
 
 
 def _text_calls(state: RunState, turn: AssistantTurn) -> AssistantTurn:
@@ -360,9 +465,24 @@ async def run_events(
             yield TurnEndEvent(
                 turn, assistant.usage, assistant.finish_reason, len(assistant.calls), cost
             )
-            for hook in config.hooks:
-                hook(state, assistant)
+            _check_limits(state)
             if not assistant.calls:
+                if (
+                    config.emulate_required
+                    and not state.records
+                    and state.required_misses < config.required_retries
+                ):
+                    # "required" emulated: the model must call a tool first; ask again.
+                    state.required_misses += 1
+                    state.messages.append(
+                        {
+                            "role": "user",
+                            "content": "Call one of the tools now; do not answer directly.",
+                        }
+                    )
+                    continue
+                if config.output_type is not None and not _check_output(state, assistant):
+                    continue
                 state.output = assistant.content
                 yield RunEndEvent(state.result())
                 return

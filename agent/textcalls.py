@@ -1,0 +1,520 @@
+"""Read tool calls that a model wrote as text: Qwen's `<tool_call>` blocks, JSON fences, bare JSON.
+
+Pure functions with no model dependency. The embedded local model and endpoints without native
+function calling reply in text; this module turns such a reply into calls and leftover content.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "ParsedCall",
+    "ParsedText",
+    "StreamView",
+    "looks_like_tool_call",
+    "parse_tool_calls",
+    "stream_view",
+]
+
+_OPEN_THINK = "<think>"
+_CLOSE_THINK = "</think>"
+_OPEN_CALL = "<tool_call>"
+_CLOSE_CALL = "</tool_call>"
+# Languages a fenced block may name and still be read as a call; other fences are plain code.
+_CALL_FENCE_LANGS = frozenset({"", "json", "json5", "jsonc", "tool_call", "tool_code"})
+_FENCE_OPEN_RE = re.compile(r"```[ \t]*([A-Za-z0-9_+.-]*)[ \t]*\n")
+_FENCE_OPEN_PARTIAL_RE = re.compile(r"`{1,3}[ \t]*[A-Za-z0-9_+.-]*[ \t]*\Z")
+_CALL_ONLY_KEYS = frozenset({"name", "type", "id"})
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedCall:
+    """One tool call found in a reply.
+
+    Attributes:
+        name: The tool's name.
+        arguments: The call's arguments, decoded.
+    """
+
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(slots=True)
+class ParsedText:
+    """A text reply split into content, reasoning and tool calls.
+
+    Attributes:
+        content: The reply with the tool-call parts and any reasoning removed, stripped.
+        calls: The tool calls, in the order they appear.
+        reasoning: The text inside `<think>...</think>`, stripped, or None without one.
+    """
+
+    content: str
+    calls: list[ParsedCall] = field(default_factory=list)
+    reasoning: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamView:
+    """What part of a reply still being generated can be shown already.
+
+    Attributes:
+        reasoning: Reasoning text that is safe to show.
+        content: Content text that is safe to show.
+    """
+
+    reasoning: str
+    content: str
+
+
+def parse_tool_calls(text: str, tool_names: Collection[str] | None = None) -> ParsedText:
+    """Split a model's text reply into content, reasoning and tool calls.
+
+    Recognises, in order of appearance: Qwen's `<tool_call>{...}</tool_call>` blocks (several,
+    the last possibly unterminated), fenced ```json (or unlabelled) blocks, and a reply that
+    is wholly one JSON object, a JSON list of them, or several objects in a row. A call object
+    is `{"name", "arguments"}`, `{"name", "parameters"}` or `{"function": {"name",
+    "arguments"}}`, with arguments as an object or a JSON string. Broken JSON is repaired
+    leniently (trailing commas, single quotes, Python literals, missing closing brackets)
+    before it is given up on. When `tool_names` is given, a JSON object naming one of the tools
+    is also taken from inside prose.
+
+    Args:
+        text: The reply as generated.
+        tool_names: The tools on offer; when given, calls naming others are left as text.
+
+    Returns:
+        The content (calls and reasoning removed, stripped), the calls and the reasoning.
+    """
+    reasoning, body, _ = _split_think(text, final=True)
+    names = None if tool_names is None else frozenset(tool_names)
+    content, calls, _ = _scan(body, names, final=True)
+    return ParsedText(content=content.strip(), calls=calls, reasoning=reasoning)
+
+
+def looks_like_tool_call(text: str, tool_names: Collection[str]) -> bool:
+    """Tell whether a reply is unmistakably nothing but tool calls to the given tools.
+
+    Prose that merely contains JSON, calls to tools not on offer, or a mix of text and calls
+    do not count: this decides whether to treat a remote model's plain-text reply as calls.
+
+    Args:
+        text: The reply as generated.
+        tool_names: The tools on offer.
+
+    Returns:
+        True when the reply, after reasoning and whitespace, is only calls naming those tools.
+    """
+    names = frozenset(tool_names)
+    if not names:
+        return False
+    _, body, _ = _split_think(text, final=True)
+    body = body.strip()
+    if not body.startswith(("{", "[", "```", _OPEN_CALL)):
+        return False
+    # Embedded-object search is for prose; here the whole reply must be calls, so it is off.
+    content, calls, _ = _scan(body, names, final=True, embedded=False)
+    return bool(calls) and not content.strip()
+
+
+def stream_view(text: str, tool_names: Collection[str] | None = None) -> StreamView:
+    """Return the reasoning and content of a partial reply that can be shown without regret.
+
+    Text that may yet turn out to be part of a tool call (from a possible `<tool_call>`,
+    fence or JSON object on) and trailing whitespace are held back. For every continuation of
+    `text`, the returned content is a prefix of `parse_tool_calls(full).content` and the
+    reasoning a prefix of its reasoning, provided a reply that reasons opens with `<think>`.
+
+    Args:
+        text: The reply generated so far.
+        tool_names: The tools on offer, as given to `parse_tool_calls`.
+
+    Returns:
+        The reasoning and content that are safe to show so far.
+    """
+    reasoning, body, thinking = _split_think(text, final=False)
+    if thinking:
+        return StreamView(reasoning=(reasoning or "").rstrip(), content="")
+    names = None if tool_names is None else frozenset(tool_names)
+    content, _, _ = _scan(body, names, final=False)
+    return StreamView(reasoning=reasoning or "", content=content.lstrip().rstrip())
+
+
+def _split_think(text: str, *, final: bool) -> tuple[str | None, str, bool]:
+    """Return (reasoning, body, still_thinking) of a reply."""
+    end = text.find(_CLOSE_THINK)
+    if end >= 0:
+        head = text[:end].lstrip()
+        head = head.removeprefix(_OPEN_THINK).strip()
+        return head or None, text[end + len(_CLOSE_THINK) :], False
+    stripped = text.lstrip()
+    if stripped.startswith(_OPEN_THINK):
+        inside = stripped[len(_OPEN_THINK) :].lstrip()
+        if final:
+            return inside.rstrip() or None, "", False
+        return _hold_partial(inside, _CLOSE_THINK), "", True
+    if not final and stripped and _OPEN_THINK.startswith(stripped):
+        return "", "", True  # may still become "<think>"
+    return None, text, False
+
+
+def _hold_partial(text: str, marker: str) -> str:
+    """Drop a tail of `text` that could be the start of `marker`."""
+    for size in range(min(len(marker) - 1, len(text)), 0, -1):
+        if text.endswith(marker[:size]):
+            return text[:-size]
+    return text
+
+
+def _scan(
+    body: str, names: frozenset[str] | None, *, final: bool, embedded: bool = True
+) -> tuple[str, list[ParsedCall], bool]:
+    """Walk the body left to right, cutting out call spans.
+
+    With `final` False, stop at the first place that may still become a call and return the
+    content before it. The same decisions are taken in both modes for every span that is
+    complete, which is what makes streamed content a prefix of the final content.
+
+    Returns:
+        (content, calls, stopped_early).
+    """
+    if names is not None and not names:
+        return body, [], False  # nothing can be a call
+    stripped = body.lstrip()
+    if stripped.startswith(("{", "[")):
+        if not final:
+            return "", [], True
+        whole = _calls_from_sequence(stripped, names, require_all=True)
+        if whole:
+            return "", whole, False
+    find_embedded = embedded and names is not None
+    pieces: list[str] = []
+    calls: list[ParsedCall] = []
+    pos = 0
+    size = len(body)
+    while pos < size:
+        nxt = _next_opener(body, pos, find_embedded)
+        if nxt < 0:
+            pieces.append(body[pos:])
+            break
+        pieces.append(body[pos:nxt])
+        char = body[nxt]
+        if char == "<":
+            outcome = _hermes_at(body, nxt, names, final=final)
+        elif char == "`":
+            outcome = _fence_at(body, nxt, names, final=final)
+        else:
+            outcome = _object_at(body, nxt, names, final=final)
+        if outcome is None:  # undecided until more text arrives
+            return "".join(pieces), calls, True
+        end, found = outcome
+        if found:
+            calls.extend(found)
+        else:
+            pieces.append(body[nxt:end])
+        pos = end
+    return "".join(pieces), calls, False
+
+
+def _next_opener(body: str, pos: int, find_embedded: bool) -> int:
+    """Return the index of the next character that may open a call, or -1."""
+    best = -1
+    for char in ("<", "`", "{") if find_embedded else ("<", "`"):
+        index = body.find(char, pos)
+        if index >= 0 and (best < 0 or index < best):
+            best = index
+    return best
+
+
+def _hermes_at(
+    body: str, start: int, names: frozenset[str] | None, *, final: bool
+) -> tuple[int, list[ParsedCall]] | None:
+    """Decide the `<` at `start`: a `<tool_call>` block (end, calls) or plain text (end, [])."""
+    rest = body[start : start + len(_OPEN_CALL)]
+    if not body.startswith(_OPEN_CALL, start):
+        if not final and len(rest) < len(_OPEN_CALL) and _OPEN_CALL.startswith(rest):
+            return None
+        return start + 1, []
+    inner_start = start + len(_OPEN_CALL)
+    close = body.find(_CLOSE_CALL, inner_start)
+    reopen = body.find(_OPEN_CALL, inner_start)
+    if close >= 0 and (reopen < 0 or close < reopen):
+        inner, end = body[inner_start:close], close + len(_CLOSE_CALL)
+    elif reopen >= 0:
+        inner, end = body[inner_start:reopen], reopen  # unterminated, another block follows
+    elif not final:
+        return None
+    else:
+        inner, end = body[inner_start:], len(body)  # unterminated last block
+    inner = _strip_fence(inner.strip())
+    return end, _calls_from_sequence(inner, names, require_all=False)
+
+
+def _fence_at(
+    body: str, start: int, names: frozenset[str] | None, *, final: bool
+) -> tuple[int, list[ParsedCall]] | None:
+    """Decide the backtick at `start`: a fenced call (end, calls) or plain text (end, [])."""
+    opener = _FENCE_OPEN_RE.match(body, start)
+    if opener is None:
+        if not final and _FENCE_OPEN_PARTIAL_RE.match(body, start):
+            return None
+        run = len(body[start:]) - len(body[start:].lstrip("`"))
+        return start + run, []
+    lang = opener.group(1).lower()
+    close = body.find("```", opener.end())
+    if lang not in _CALL_FENCE_LANGS:
+        # Plain code: shown as it comes, and never searched for calls.
+        return (close + 3 if close >= 0 else len(body)), []
+    if close < 0:
+        if not final:
+            return None
+        inner, end = body[opener.end() :], len(body)
+    else:
+        inner, end = body[opener.end() : close], close + 3
+    return end, _calls_from_sequence(inner.strip(), names, require_all=True)
+
+
+def _object_at(
+    body: str, start: int, names: frozenset[str] | None, *, final: bool
+) -> tuple[int, list[ParsedCall]] | None:
+    """Decide the `{` at `start` inside prose: a call object (end, calls) or text (end, [])."""
+    end = _value_end(body, start)
+    if end is None:
+        if not final:
+            return None
+        call = _as_call(_loads_or_none(body[start:]), names)
+        return (len(body), [call]) if call is not None else (start + 1, [])
+    call = _as_call(_loads_or_none(body[start:end]), names)
+    # An object that is not a call is data (or code): kept whole, not searched inside.
+    return end, [call] if call is not None else []
+
+
+def _strip_fence(text: str) -> str:
+    """Remove a code fence wrapped around the whole text, if there is one."""
+    opener = _FENCE_OPEN_RE.match(text)
+    if opener is None:
+        return text
+    inner = text[opener.end() :]
+    inner = inner.rstrip()
+    return inner.removesuffix("```").strip()
+
+
+def _calls_from_sequence(
+    text: str, names: frozenset[str] | None, *, require_all: bool
+) -> list[ParsedCall]:
+    """Read JSON values laid one after another; return the calls among them.
+
+    With `require_all`, any value that is not a call (or text that is not JSON) means no calls.
+    """
+    calls: list[ParsedCall] = []
+    pos = 0
+    size = len(text)
+    while True:
+        while pos < size and (text[pos].isspace() or text[pos] == ","):
+            pos += 1
+        if pos >= size:
+            break
+        if text[pos] not in "{[":
+            return [] if require_all or not calls else calls
+        end = _value_end(text, pos)
+        chunk = text[pos:] if end is None else text[pos:end]
+        found = _calls_from_value(_loads_or_none(chunk), names)
+        if found is None:
+            if require_all:
+                return []
+        else:
+            calls.extend(found)
+        if end is None:
+            break
+        pos = end
+    return calls
+
+
+def _calls_from_value(value: Any, names: frozenset[str] | None) -> list[ParsedCall] | None:
+    """Return the calls a decoded JSON value holds, or None if it is not wholly calls."""
+    if isinstance(value, dict) and isinstance(value.get("tool_calls"), list):
+        value = value["tool_calls"]
+    items = value if isinstance(value, list) else [value]
+    calls = [_as_call(item, names) for item in items]
+    if not calls or any(call is None for call in calls):
+        return None
+    return [call for call in calls if call is not None]
+
+
+def _as_call(value: Any, names: frozenset[str] | None) -> ParsedCall | None:
+    """Return the call a decoded JSON object describes, or None."""
+    if not isinstance(value, dict):
+        return None
+    source = value
+    if isinstance(value.get("function"), dict):
+        source = value["function"]
+    name = source.get("name")
+    if not isinstance(name, str) or not name.strip():
+        return None
+    name = name.strip()
+    if names is not None and name not in names:
+        return None
+    if "arguments" in source:
+        raw = source["arguments"]
+    elif "parameters" in source:
+        raw = source["parameters"]
+    elif names is not None and set(source) <= _CALL_ONLY_KEYS:
+        raw = None  # {"name": "get_time"}: a registered tool called without arguments
+    else:
+        return None
+    arguments = _as_arguments(raw)
+    if arguments is None:
+        return None
+    return ParsedCall(name=name, arguments=arguments)
+
+
+def _as_arguments(raw: Any) -> dict[str, Any] | None:
+    if raw is None:
+        return {}
+    if isinstance(raw, dict):
+        return raw
+    if isinstance(raw, str):
+        if not raw.strip():
+            return {}
+        decoded = _loads_or_none(raw)
+        if isinstance(decoded, dict):
+            return decoded
+    return None
+
+
+def _value_end(text: str, start: int) -> int | None:
+    """Return the index just past the JSON-ish value opening at `start`, or None if unclosed.
+
+    Double-quoted strings are skipped; a single quote opens a string only where a JSON string
+    could start, so apostrophes in prose do not.
+    """
+    depth = 0
+    quote = ""
+    index = start
+    size = len(text)
+    last_significant = ""
+    while index < size:
+        char = text[index]
+        if quote:
+            if char == "\\":
+                index += 2
+                continue
+            if char == quote:
+                quote = ""
+                last_significant = '"'
+        elif char == '"' or (char == "'" and last_significant in "{[,:"):
+            quote = char
+        elif char in "{[":
+            depth += 1
+            last_significant = char
+        elif char in "}]":
+            depth -= 1
+            last_significant = char
+            if depth == 0:
+                return index + 1
+        elif not char.isspace():
+            last_significant = char
+        index += 1
+    return None
+
+
+def _loads_or_none(text: str) -> Any:
+    """Decode JSON strictly, then after lenient repair; None when both fail."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return json.loads(_repair(text), strict=False)
+    except ValueError:  # json.JSONDecodeError is a ValueError too
+        pass
+    stripped = text.strip()
+    if stripped.startswith("{{"):
+        # Qwen2.5's template shows the call format as `{{"name": ...}}`, and the model copies it.
+        return _loads_or_none(stripped[1:-1] if stripped.endswith("}}") else stripped[1:])
+    return None
+
+
+_PY_LITERALS = {"True": "true", "False": "false", "None": "null"}
+
+
+def _repair(text: str) -> str:
+    """Rewrite near-JSON into JSON.
+
+    Fixes single-quoted strings, Python's True/False/None, unquoted keys, trailing commas and
+    objects or arrays left unclosed. A string left open is not closed: that is a reply cut
+    short, whose last value cannot be trusted.
+    """
+    out: list[str] = []
+    stack: list[str] = []
+    quote = ""
+    index = 0
+    size = len(text)
+    while index < size:
+        char = text[index]
+        if quote:
+            if char == "\\" and index + 1 < size:
+                following = text[index + 1]
+                if following == "'":
+                    out.append("'")  # \' is not a JSON escape
+                else:
+                    out.append(char + following)
+                index += 2
+                continue
+            if char == quote:
+                out.append('"')
+                quote = ""
+            elif char == '"':
+                out.append('\\"')  # a double quote inside a single-quoted string
+            else:
+                out.append(char)
+            index += 1
+            continue
+        if char in "\"'":
+            quote = char
+            out.append('"')
+        elif char in "{[":
+            stack.append("}" if char == "{" else "]")
+            out.append(char)
+        elif char in "}]":
+            _drop_trailing_comma(out)
+            if stack:
+                stack.pop()
+            out.append(char)
+        elif char.isalpha() or char == "_":
+            word_end = index
+            while word_end < size and (text[word_end].isalnum() or text[word_end] == "_"):
+                word_end += 1
+            word = text[index:word_end]
+            after = word_end
+            while after < size and text[after] in " \t":
+                after += 1
+            if after < size and text[after] == ":" and word not in _PY_LITERALS:
+                out.append(f'"{word}"')  # an unquoted key
+            else:
+                out.append(_PY_LITERALS.get(word, word))
+            index = word_end
+            continue
+        else:
+            out.append(char)
+        index += 1
+    if quote:
+        raise ValueError("unterminated string")
+    while stack:
+        _drop_trailing_comma(out)
+        out.append(stack.pop())
+    return "".join(out)
+
+
+def _drop_trailing_comma(out: list[str]) -> None:
+    index = len(out) - 1
+    while index >= 0 and out[index].isspace():
+        index -= 1
+    if index >= 0 and out[index] == ",":
+        del out[index]
