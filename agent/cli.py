@@ -63,6 +63,25 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--temperature", type=float)
     run.add_argument("--seed", type=int)
     run.add_argument("--max-tokens", type=int)
+    run.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="PATH_OR_URL",
+        help="an image to send with the prompt (repeatable; qwen-vl models)",
+    )
+    run.add_argument(
+        "--video",
+        action="append",
+        default=[],
+        metavar="URL_OR_FRAME",
+        help="a video URL, or repeat for a list of frame images",
+    )
+    run.add_argument(
+        "--translate", metavar="SOURCE:TARGET", help="qwen-mt: languages, e.g. Chinese:English"
+    )
+    run.add_argument("--max-total-tokens", type=int, help="stop a run past this many tokens")
+    run.add_argument("--max-cost", type=float, help="stop a run past this cost in CNY")
     run.add_argument("--stream", action="store_true", help="print text as it arrives")
     run.add_argument("--json", action="store_true", help="print the result as one JSON object")
     tools_cmd = sub.add_parser("tools", help="list the built-in tools and their schemas")
@@ -129,6 +148,13 @@ def _build_agent(args: argparse.Namespace) -> Agent:
         )
         if v is not None
     }
+    if args.translate:
+        source, sep, target = args.translate.partition(":")
+        if not sep:
+            raise UserError("--translate: write it as SOURCE:TARGET, e.g. Chinese:English")
+        from agent.translation import translation_options
+
+        settings["translation_options"] = translation_options(source, target)
     return Agent(
         args.model,
         provider=args.provider,
@@ -140,6 +166,8 @@ def _build_agent(args: argparse.Namespace) -> Agent:
         max_turns=args.max_turns,
         search=args.search,
         model_path=args.model_path,
+        max_total_tokens=args.max_total_tokens,
+        max_cost=args.max_cost,
     )
 
 
@@ -148,13 +176,22 @@ def _short(text: str | None, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _media(args: argparse.Namespace) -> dict[str, Any]:
+    video: Any = None
+    if len(args.video) == 1:
+        video = args.video[0]
+    elif args.video:
+        video = args.video
+    return {"images": args.image, "video": video}
+
+
 async def _run(agent: Agent, args: argparse.Namespace) -> RunResult:
     try:
         if not args.stream:
-            return await agent.run(args.prompt)
+            return await agent.run(args.prompt, **_media(args))
         result: RunResult | None = None
         out = sys.stdout
-        async for event in agent.stream(args.prompt):
+        async for event in agent.stream(args.prompt, **_media(args)):
             if isinstance(event, TextDeltaEvent) and not args.json:
                 out.write(event.delta)
                 out.flush()
