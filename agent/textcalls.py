@@ -15,9 +15,11 @@ from typing import Any
 __all__ = [
     "ParsedCall",
     "ParsedText",
+    "StreamScanner",
     "StreamView",
     "looks_like_tool_call",
     "parse_tool_calls",
+    "repair_json",
     "stream_view",
 ]
 
@@ -146,6 +148,60 @@ def stream_view(text: str, tool_names: Collection[str] | None = None) -> StreamV
     return StreamView(reasoning=reasoning or "", content=content.lstrip().rstrip())
 
 
+def repair_json(text: str) -> Any:
+    """Decode JSON a model wrote loosely; return None when it cannot be repaired.
+
+    Strict JSON is tried first; then single quotes, Python's True/False/None, unquoted keys,
+    trailing commas, unclosed objects or arrays and Qwen's doubled braces are fixed. A string
+    left open (a reply cut short) is not repaired.
+
+    Args:
+        text: The JSON-ish text.
+
+    Returns:
+        The decoded value, or None when the text is not JSON even after repair.
+    """
+    return _loads_or_none(text)
+
+
+class StreamScanner:
+    """Feed a reply piece by piece and get what is safe to show, as `stream_view` would say.
+
+    Gives the same answers as calling `stream_view` on the text so far, but keeps the part of
+    the reply already decided, so a long reply costs linear rather than quadratic time.
+    """
+
+    def __init__(self, tool_names: Collection[str] | None = None, text: str = "") -> None:
+        """Start a scan.
+
+        Args:
+            tool_names: The tools on offer, as given to `parse_tool_calls`.
+            text: Text the reply starts with (a `<think>` the prompt opened, say).
+        """
+        self._names = None if tool_names is None else frozenset(tool_names)
+        self._text = text
+        self._resume = _Resume()
+        self._body_start = -1
+
+    @property
+    def text(self) -> str:
+        """The whole reply fed so far."""
+        return self._text
+
+    def feed(self, piece: str) -> StreamView:
+        """Add generated text and return the reasoning and content safe to show so far."""
+        self._text += piece
+        reasoning, body, thinking = _split_think(self._text, final=False)
+        if thinking:
+            return StreamView(reasoning=(reasoning or "").rstrip(), content="")
+        body_start = len(self._text) - len(body)
+        if body_start != self._body_start:  # a </think> moved the body: start over
+            self._body_start = body_start
+            self._resume = _Resume()
+        content, _, _ = _scan(body, self._names, final=False, resume=self._resume)
+        return StreamView(reasoning=reasoning or "", content=content.lstrip().rstrip())
+
+
 def _split_think(text: str, *, final: bool) -> tuple[str | None, str, bool]:
     """Return (reasoning, body, still_thinking) of a reply."""
     end = text.find(_CLOSE_THINK)
@@ -172,35 +228,58 @@ def _hold_partial(text: str, marker: str) -> str:
     return text
 
 
+@dataclass(slots=True)
+class _Resume:
+    """Where a streaming scan can pick up: every decision before `pos` is final."""
+
+    pos: int = 0
+    content: str = ""
+
+
 def _scan(
-    body: str, names: frozenset[str] | None, *, final: bool, embedded: bool = True
+    body: str,
+    names: frozenset[str] | None,
+    *,
+    final: bool,
+    embedded: bool = True,
+    resume: _Resume | None = None,
 ) -> tuple[str, list[ParsedCall], bool]:
     """Walk the body left to right, cutting out call spans.
 
     With `final` False, stop at the first place that may still become a call and return the
     content before it. The same decisions are taken in both modes for every span that is
-    complete, which is what makes streamed content a prefix of the final content.
+    complete, which is what makes streamed content a prefix of the final content. A `resume`
+    state (non-final mode only) skips the part already decided by an earlier call and is moved
+    forward, so feeding a growing reply costs linear time.
 
     Returns:
         (content, calls, stopped_early).
     """
     if names is not None and not names:
         return body, [], False  # nothing can be a call
-    stripped = body.lstrip()
-    if stripped.startswith(("{", "[")):
-        if not final:
-            return "", [], True
-        whole = _calls_from_sequence(stripped, names, require_all=True)
-        if whole:
-            return "", whole, False
+    start = resume.pos if resume is not None else 0
+    if start == 0:
+        stripped = body.lstrip()
+        if stripped.startswith(("{", "[")):
+            if not final:
+                return "", [], True
+            whole = _calls_from_sequence(stripped, names, require_all=True)
+            if whole:
+                return "", whole, False
     find_embedded = embedded and names is not None
-    pieces: list[str] = []
+    pieces: list[str] = [resume.content] if resume is not None else []
     calls: list[ParsedCall] = []
-    pos = 0
+    pos = start
     size = len(body)
+
+    def settle(at: int) -> None:
+        if resume is not None:
+            resume.pos, resume.content = at, "".join(pieces)
+
     while pos < size:
         nxt = _next_opener(body, pos, find_embedded)
         if nxt < 0:
+            settle(pos)
             pieces.append(body[pos:])
             break
         pieces.append(body[pos:nxt])
@@ -212,8 +291,11 @@ def _scan(
         else:
             outcome = _object_at(body, nxt, names, final=final)
         if outcome is None:  # undecided until more text arrives
+            settle(nxt)
             return "".join(pieces), calls, True
         end, found = outcome
+        if end >= size:
+            settle(nxt)  # a span reaching the end may still grow: decide it again next time
         if found:
             calls.extend(found)
         else:

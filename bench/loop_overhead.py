@@ -141,7 +141,10 @@ async def latency(url: str, reps: int, sync_tools: bool = False) -> dict[str, fl
         theirs.append(t2 - t1)
     await agent.aclose()
     await hand.aclose()
-    return {"qwenloop_ms": statistics.median(ours) * 1e3, "hand_ms": statistics.median(theirs) * 1e3}
+    return {
+        "qwenloop_ms": statistics.median(ours) * 1e3,
+        "hand_ms": statistics.median(theirs) * 1e3,
+    }
 
 
 async def round_trip(url: str, reps: int) -> float:

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from agent.textcalls import ParsedCall, looks_like_tool_call, parse_tool_calls, stream_view
+from agent.textcalls import (
+    ParsedCall,
+    StreamScanner,
+    looks_like_tool_call,
+    parse_tool_calls,
+    repair_json,
+    stream_view,
+)
 
 NAMES = ["calculator", "get_current_time"]
 
@@ -258,6 +267,23 @@ def test_lenient_repairs(text: str, arguments: dict[str, object]) -> None:
     assert parse_tool_calls(text, NAMES).calls == [ParsedCall("calculator", arguments)]
 
 
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ('{"a": 1}', {"a": 1}),
+        ("{'a': True, 'b': [1, 2,],}", {"a": True, "b": [1, 2]}),
+        ('{"a": {"b": 1}', {"a": {"b": 1}}),
+        ("{{'a': 1}}", {"a": 1}),
+        ("[1, 2", [1, 2]),
+        ('{"a": "cut sh', None),
+        ("not json", None),
+        ("", None),
+    ],
+)
+def test_repair_json(text: str, value: object) -> None:
+    assert repair_json(text) == value
+
+
 def test_reply_cut_inside_a_string_is_not_a_call() -> None:
     text = '<tool_call>\n{"name": "calculator", "arguments": {"expression": "12 * (3'
     parsed = parse_tool_calls(text, NAMES)
@@ -371,12 +397,17 @@ def test_stream_view_reasoning() -> None:
     assert (done.reasoning, done.content) == ("step one", "Answer")
 
 
-def _assert_prefix_invariant(text: str, names: list[str] | None) -> None:
+def _assert_prefix_invariant(text: str, names: list[str] | None, step: int = 1) -> None:
     final = parse_tool_calls(text, names)
+    scanner = StreamScanner(names)
     for cut in range(len(text) + 1):
         view = stream_view(text[:cut], names)
         assert final.content.startswith(view.content), (text[:cut], view, final)
         assert (final.reasoning or "").startswith(view.reasoning), (text[:cut], view, final)
+        if cut % step == 0 or cut == len(text):
+            # The incremental scanner, fed in pieces of `step` characters, agrees.
+            assert scanner.feed(text[len(scanner.text) : cut]) == view, text[:cut]
+    assert scanner.text == text
 
 
 @pytest.mark.parametrize(
@@ -432,11 +463,24 @@ SEGMENTS = [
 @given(
     st.lists(st.sampled_from(SEGMENTS), max_size=8),
     st.sampled_from([NAMES, None, []]),
+    st.integers(min_value=1, max_value=7),
 )
 def test_stream_view_prefix_invariant_property(
-    segments: list[str], names: list[str] | None
+    segments: list[str], names: list[str] | None, step: int
 ) -> None:
     text = "".join(segments)
     # An orphan </think> after shown content cannot be taken back (a documented limit).
     assume("</think>" not in text or text.lstrip().startswith("<think>"))
-    _assert_prefix_invariant(text, names)
+    _assert_prefix_invariant(text, names, step)
+
+
+def test_stream_scanner_is_linear() -> None:
+    text = "Prose with `code`, <b>tags</b> and {braces}. " * 600
+    scanner = StreamScanner(NAMES)
+    started = time.perf_counter()
+    for index in range(0, len(text), 4):
+        view = scanner.feed(text[index : index + 4])
+    elapsed = time.perf_counter() - started
+    assert view.content == text.strip()
+    # A full rescan per piece takes several seconds here; the incremental scan well under one.
+    assert elapsed < 1.5, elapsed

@@ -27,7 +27,7 @@ import jinja2.sandbox
 from agent.errors import BadRequestError, ConfigError, ModelNotSupportedError
 from agent.models.base import ModelRequest, ModelResponse, ResponseMeta
 from agent.models.weights import resolve_model_path
-from agent.textcalls import ParsedText, parse_tool_calls, stream_view
+from agent.textcalls import ParsedText, StreamScanner, parse_tool_calls
 
 __all__ = ["DEFAULT_LOCAL_MODEL", "LocalChatModel"]
 
@@ -240,7 +240,7 @@ class LocalChatModel:
         prepared = await self._prepare(request)
         meta.headers["x-request-id"] = prepared.completion_id
         outcome = _Outcome()
-        text = prepared.text_prefix
+        scanner = StreamScanner(prepared.tool_names, prepared.text_prefix)
         shown_reasoning = ""
         shown_content = ""
         role_sent = False
@@ -261,8 +261,7 @@ class LocalChatModel:
         # aclosing: a consumer that stops early stops the generation at once, not at GC time.
         async with contextlib.aclosing(self._generate(prepared, outcome)) as generation:
             async for piece in generation:
-                text += piece
-                view = stream_view(text, prepared.tool_names)
+                view = scanner.feed(piece)
                 delta: dict[str, Any] = {}
                 if len(view.reasoning) > len(shown_reasoning) and view.reasoning.startswith(
                     shown_reasoning
@@ -277,7 +276,7 @@ class LocalChatModel:
                 if delta:
                     yield chunk(delta)
 
-        parsed = parse_tool_calls(text, prepared.tool_names)
+        parsed = parse_tool_calls(scanner.text, prepared.tool_names)
         message, finish = _assistant_message(parsed, outcome.finish_reason)
         tail: dict[str, Any] = {}
         reasoning = message.get("reasoning_content") or ""

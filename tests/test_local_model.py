@@ -1,0 +1,163 @@
+"""End-to-end tests of the embedded local model with the real default weights (slow: ~1 minute).
+
+Greedy decoding (temperature 0, fixed seed): the model must call the calculator for a question
+it cannot answer by heart, then answer from the tool's result once tools are no longer offered.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import json
+import operator
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from agent.models.base import ModelRequest, ResponseMeta
+from agent.models.local import LocalChatModel
+
+pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (qwenloop[local])")
+
+pytestmark = pytest.mark.local_model
+
+QUESTION = "How many seconds are in a week?"
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "calculator",
+            "description": "Evaluate an arithmetic expression and return the result.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "expression": {
+                        "type": "string",
+                        "description": "The arithmetic expression, e.g. '2 * (3 + 4)'.",
+                    }
+                },
+                "required": ["expression"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "get_current_time",
+            "description": "Return the current date and time in a time zone.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "timezone": {
+                        "type": "string",
+                        "description": "IANA time zone name, e.g. 'Europe/Paris'.",
+                    }
+                },
+                "required": ["timezone"],
+            },
+        },
+    },
+]
+PARAMS = {"temperature": 0, "seed": 0, "max_tokens": 64}
+
+_OPERATORS: dict[type, Any] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.Pow: operator.pow,
+}
+
+
+def evaluate(expression: str) -> float:
+    def walk(node: ast.AST) -> float:
+        if isinstance(node, ast.Expression):
+            return walk(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+            return node.value
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
+            return float(_OPERATORS[type(node.op)](walk(node.left), walk(node.right)))
+        raise ValueError(f"not arithmetic: {expression!r}")
+
+    return walk(ast.parse(expression.replace("^", "**"), mode="eval"))
+
+
+@pytest.fixture(scope="module")
+def model() -> Iterator[LocalChatModel]:
+    local = LocalChatModel(n_ctx=2048)
+    yield local
+    asyncio.run(local.aclose())
+
+
+def first_turn() -> ModelRequest:
+    return ModelRequest(
+        model="local",
+        messages=[{"role": "user", "content": QUESTION}],
+        tools=TOOLS,
+        params=dict(PARAMS),
+    )
+
+
+async def test_calls_the_calculator_then_answers(model: LocalChatModel) -> None:
+    body = (await model.complete(first_turn())).body
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "tool_calls", choice
+    (call,) = choice["message"]["tool_calls"]
+    assert call["function"]["name"] == "calculator"
+    arguments = json.loads(call["function"]["arguments"])
+    assert evaluate(arguments["expression"]) == 604800
+    assert body["usage"]["completion_tokens"] > 0
+    assert model.load_seconds is not None
+
+    # The same turn streamed: the call's text is held back and sent as a tool_calls delta.
+    meta = ResponseMeta()
+    chunks = [chunk async for chunk in model.stream(first_turn(), meta)]
+    assert meta.request_id == chunks[0]["id"]
+    deltas = [chunk["choices"][0]["delta"] for chunk in chunks if chunk["choices"]]
+    assert not any(delta.get("content") for delta in deltas)
+    streamed = [delta["tool_calls"][0] for delta in deltas if "tool_calls" in delta]
+    assert [c["function"]["name"] for c in streamed] == ["calculator"]
+    assert evaluate(json.loads(streamed[0]["function"]["arguments"])["expression"]) == 604800
+    assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
+    assert chunks[-1]["choices"] == []
+    usage = chunks[-1]["usage"]
+    # The prompt was evaluated by the first request: llama.cpp reuses its KV cache.
+    assert usage["prompt_tokens_details"]["cached_tokens"] == usage["prompt_tokens"] - 1
+
+    conversation = [
+        {"role": "user", "content": QUESTION},
+        choice["message"],
+        {"role": "tool", "tool_call_id": call["id"], "content": "604800"},
+    ]
+    final = await model.complete(
+        ModelRequest(model="local", messages=conversation, params=dict(PARAMS))
+    )
+    answer = final.body["choices"][0]
+    assert answer["finish_reason"] == "stop"
+    assert "604800" in answer["message"]["content"].replace(",", "")
+    assert "tool_calls" not in answer["message"]
+
+
+SYSTEM = (
+    "You are a helpful assistant. Use the tools when needed, then answer the user's question "
+    "with the tool results."
+)
+
+
+async def test_with_a_system_prompt_it_answers_while_tools_are_still_offered(
+    model: LocalChatModel,
+) -> None:
+    conversation: list[dict[str, Any]] = [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": "What is 17 * 23?"},
+    ]
+    request = ModelRequest(model="local", messages=conversation, tools=TOOLS, params=dict(PARAMS))
+    message = (await model.complete(request)).body["choices"][0]["message"]
+    (call,) = message["tool_calls"]
+    assert call["function"]["name"] == "calculator"
+    assert evaluate(json.loads(call["function"]["arguments"])["expression"]) == 391
+    conversation += [message, {"role": "tool", "tool_call_id": call["id"], "content": "391"}]
+    final = (await model.complete(request)).body["choices"][0]
+    assert final["finish_reason"] == "stop", final
+    assert "391" in final["message"]["content"]
