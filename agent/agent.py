@@ -21,6 +21,10 @@ from agent.tool import Tool, ToolRegistry
 __all__ = ["Agent"]
 
 Input = str | Sequence[dict[str, Any]]
+LOCAL_INSTRUCTIONS = (
+    "You are a helpful assistant. Use the tools when needed, then answer the user's question "
+    "with the tool results."
+)
 SearchMode = Literal["server", "local", "auto", "off"]
 TextToolCalls = Literal["auto", "always", "never"]
 
@@ -116,6 +120,10 @@ class Agent:
                 provider, base_url=base_url, api_key=api_key, model=model
             )
             self.model = _make_model(self.endpoint, retries, timeout, model_path)
+        if instructions is None and self.model.provider == "local":
+            # Measured with the bundled 1.5B model: without this line it often thanks the user
+            # for a tool result instead of answering with it (3 of 8 questions right; 8 of 8 with).
+            self.instructions = LOCAL_INSTRUCTIONS
         self.tools = ToolRegistry(_resolve_tools(tools))
         self.search_mode = self._apply_search(search)
 
