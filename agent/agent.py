@@ -49,6 +49,7 @@ class Agent:
         max_turns: Model turns a run may take before `MaxTurnsExceeded`.
         search: Web search: "server" (Qwen's `enable_search`), "local" (the `web_search`
             tool), "auto" (server where the model supports it, else local) or "off".
+        search_fetch: With local search, also offer `fetch_url` to read a result's page.
         tool_concurrency: At most this many tool calls of one turn run at once.
         text_tool_calls: Read tool calls a model writes as text: "auto" (only when the text is
             unmistakably a call to a registered tool), "always" or "never".
@@ -79,6 +80,7 @@ class Agent:
         settings: ModelSettings | dict[str, Any] | None = None,
         max_turns: int = 10,
         search: SearchMode = "off",
+        search_fetch: bool = False,
         tool_concurrency: int | None = None,
         text_tool_calls: TextToolCalls = "auto",
         loop_guard: bool = True,
@@ -125,14 +127,14 @@ class Agent:
             # for a tool result instead of answering with it (3 of 8 questions right; 8 of 8 with).
             self.instructions = LOCAL_INSTRUCTIONS
         self.tools = ToolRegistry(_resolve_tools(tools))
-        self.search_mode = self._apply_search(search)
+        self.search_mode = self._apply_search(search, search_fetch)
 
     @property
     def provider(self) -> str:
         """The provider preset in force ("custom" for a bare base URL)."""
         return self.model.provider
 
-    def _apply_search(self, search: str) -> str:
+    def _apply_search(self, search: str, fetch: bool) -> str:
         if search not in ("server", "local", "auto", "off"):
             raise UserError(f"search must be 'server', 'local', 'auto' or 'off', got {search!r}")
         if search == "off":
@@ -145,10 +147,12 @@ class Agent:
             self.settings = self.settings.merge(ModelSettings(enable_search=True))
             if extra:
                 self.settings = self.settings.merge(ModelSettings(extra_body=extra))
-        elif mode == "local" and "web_search" not in self.tools:
+        elif mode == "local":
             from tools import get_builtin
 
-            self.tools.add(get_builtin("web_search"))
+            for name in ("web_search", "fetch_url") if fetch else ("web_search",):
+                if name not in self.tools:
+                    self.tools.add(get_builtin(name))
         return mode
 
     def _system_prompt(self) -> Callable[[], str | None] | None:

@@ -59,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
         "--var", action="append", default=[], metavar="KEY=VALUE", help="a template variable"
     )
     run.add_argument("--search", choices=["server", "local", "auto", "off"], default="off")
+    run.add_argument(
+        "--search-fetch", action="store_true", help="with local search, also offer fetch_url"
+    )
     run.add_argument("--max-turns", type=int, default=10)
     run.add_argument("--temperature", type=float)
     run.add_argument("--seed", type=int)
@@ -165,6 +168,7 @@ def _build_agent(args: argparse.Namespace) -> Agent:
         settings=settings,
         max_turns=args.max_turns,
         search=args.search,
+        search_fetch=args.search_fetch,
         model_path=args.model_path,
         max_total_tokens=args.max_total_tokens,
         max_cost=args.max_cost,

@@ -51,3 +51,8 @@ def test_server_search_needs_a_qwen_provider():
         Agent("gpt-4o-mini", provider="openai", api_key="k", search="server")
     agent = Agent("llama3", provider="ollama", search="auto")
     assert agent.search_mode == "local"
+
+
+def test_local_search_can_offer_fetch_url():
+    agent = Agent("qwen-plus", base_url="http://127.0.0.1:9/v1", search="local", search_fetch=True)
+    assert agent.tools.names == ["web_search", "fetch_url"]
