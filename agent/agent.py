@@ -126,6 +126,7 @@ class Agent:
             # Measured with the bundled 1.5B model: without this line it often thanks the user
             # for a tool result instead of answering with it (3 of 8 questions right; 8 of 8 with).
             self.instructions = LOCAL_INSTRUCTIONS
+        self._system_prompt()  # a wrong instructions type fails here, not at the first run
         self.tools = ToolRegistry(_resolve_tools(tools))
         self.search_mode = self._apply_search(search, search_fetch)
 
@@ -143,10 +144,7 @@ class Agent:
 
         mode = choose_search_mode(search, self.model.provider, self.model.model_name)
         if mode == "server":
-            extra = dict(self.settings.extra_body or {})
             self.settings = self.settings.merge(ModelSettings(enable_search=True))
-            if extra:
-                self.settings = self.settings.merge(ModelSettings(extra_body=extra))
         elif mode == "local":
             from tools import get_builtin
 

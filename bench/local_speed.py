@@ -19,33 +19,10 @@ from typing import Any
 
 from agent.models.base import ModelRequest, ResponseMeta
 from agent.models.local import LocalChatModel
+from tools import get_builtin
 
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "calculator",
-            "description": "Evaluate an arithmetic expression and return the result.",
-            "parameters": {
-                "type": "object",
-                "properties": {"expression": {"type": "string"}},
-                "required": ["expression"],
-            },
-        },
-    },
-    {
-        "type": "function",
-        "function": {
-            "name": "get_current_time",
-            "description": "Return the current date and time in a time zone.",
-            "parameters": {
-                "type": "object",
-                "properties": {"timezone": {"type": "string"}},
-                "required": ["timezone"],
-            },
-        },
-    },
-]
+# The built-in tools the demo offers, with their real schemas.
+TOOLS = [get_builtin(name).openai_schema() for name in ("calculator", "current_time")]
 
 
 def rss_mb() -> float:

@@ -149,3 +149,8 @@ def test_environment_overrides(monkeypatch):
     agent = Agent(provider="dashscope")
     assert agent.model.model_name == "qwen-max"
     assert agent.model.base_url == "http://127.0.0.1:9/v1"
+
+
+def test_wrong_instructions_type_fails_at_construction():
+    with pytest.raises(UserError, match="instructions must be a string"):
+        Agent(base_url="http://127.0.0.1:9/v1", instructions=42)

@@ -56,3 +56,15 @@ def test_server_search_needs_a_qwen_provider():
 def test_local_search_can_offer_fetch_url():
     agent = Agent("qwen-plus", base_url="http://127.0.0.1:9/v1", search="local", search_fetch=True)
     assert agent.tools.names == ["web_search", "fetch_url"]
+
+
+def test_server_search_keeps_the_users_extra_body():
+    agent = Agent(
+        "qwen-plus",
+        provider="dashscope",
+        api_key="k",
+        search="server",
+        settings={"extra_body": {"search_options": {"forced_search": True}}},
+    )
+    _, extra = agent.settings.split()
+    assert extra == {"enable_search": True, "search_options": {"forced_search": True}}
