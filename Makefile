@@ -3,14 +3,42 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test demo lint typecheck pytest bench clean
+# llama-cpp-python is compiled from source. We build it for a portable x86-64 baseline
+# (x86-64-v3: AVX, AVX2, FMA, F16C, BMI2; no AVX-512, no AMX) instead of llama.cpp's default
+# `-march=native`, so the library never depends on the CPU of the machine that built it. The
+# multimodal library (mtmd) is not built: qwenloop does not use it, and it is a third of the build.
+# The wheel is built once per version and flags into the user's cache, outside pip's own wheel
+# cache (which is keyed by the source only and may hold a natively built wheel from elsewhere).
+LLAMA_CPP_VERSION := 0.3.36
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON \
+	-DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX_VNNI=OFF -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF \
+	-DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF \
+	-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
+LLAMA_TAG := $(shell printf '%s %s' '$(LLAMA_CPP_VERSION)' '$(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
+WHEEL_CACHE ?= $(if $(XDG_CACHE_HOME),$(XDG_CACHE_HOME),$(HOME)/.cache)/qwenloop/wheels
+LLAMA_WHEELS := $(WHEEL_CACHE)/llama-cpp-python-$(LLAMA_CPP_VERSION)-x86-64-v3-$(LLAMA_TAG)
+
+.PHONY: test demo lint typecheck pytest bench llama-wheel clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev,local]'
+$(LLAMA_WHEELS)/.built: | $(BIN)/python
+	@echo "Building llama-cpp-python $(LLAMA_CPP_VERSION) for portable x86-64 (once; a few minutes)"
+	rm -rf $(LLAMA_WHEELS).tmp && mkdir -p $(LLAMA_WHEELS).tmp
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+		$(BIN)/pip wheel --quiet --no-deps --no-cache-dir --no-binary llama-cpp-python \
+		-w $(LLAMA_WHEELS).tmp 'llama-cpp-python==$(LLAMA_CPP_VERSION)'
+	rm -rf $(LLAMA_WHEELS) && mv $(LLAMA_WHEELS).tmp $(LLAMA_WHEELS)
+	touch $@
+
+llama-wheel: $(LLAMA_WHEELS)/.built
+
+$(VENV)/.installed: pyproject.toml Makefile $(LLAMA_WHEELS)/.built | $(BIN)/python
+	$(BIN)/pip install --quiet --force-reinstall --no-deps --no-index \
+		$(LLAMA_WHEELS)/llama_cpp_python-*.whl
+	$(BIN)/pip install --quiet --find-links $(LLAMA_WHEELS) -e '.[dev,local]'
 	touch $@
 
 test: $(VENV)/.installed

@@ -20,6 +20,7 @@ from agent.errors import (
     PromptRenderError,
     RateLimitError,
     ServerError,
+    UnsupportedCPUError,
     UsageLimitExceeded,
     UserError,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "ToolRetry",
     "TurnEndEvent",
     "TurnUsage",
+    "UnsupportedCPUError",
     "Usage",
     "UsageLimitExceeded",
     "UserError",

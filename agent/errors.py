@@ -47,6 +47,7 @@ __all__ = [
     "PromptRenderError",
     "RateLimitError",
     "ServerError",
+    "UnsupportedCPUError",
     "UsageLimitExceeded",
     "UserError",
 ]
@@ -164,6 +165,14 @@ class ModelStreamError(ModelError):
         super().__init__(message)
         self.provider_message = provider_message
         self.body = body
+
+
+class UnsupportedCPUError(ModelError):
+    """The embedded model's native library crashes on this CPU; the message names the rebuild.
+
+    Raised instead of letting llama.cpp kill the process with an illegal instruction: a probe
+    in a child process found that the installed build uses instructions this machine forbids.
+    """
 
 
 class ModelBehaviorError(ModelError):

@@ -20,7 +20,9 @@ from typing import Any, ClassVar
 import pytest
 
 from agent.errors import BadRequestError, ConfigError, ModelNotSupportedError
+from agent.models import local as local_module
 from agent.models.base import ChatModel, ModelRequest, ResponseMeta
+from agent.models.cpu_guard import CpuGuard
 from agent.models.local import LocalChatModel
 
 EOS = 1001
@@ -107,7 +109,7 @@ class FakeLlama:
 
 
 @pytest.fixture
-def fake_llama(monkeypatch: pytest.MonkeyPatch) -> type[FakeLlama]:
+def fake_llama(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> type[FakeLlama]:
     module = types.ModuleType("llama_cpp")
     module.Llama = FakeLlama  # type: ignore[attr-defined]
     module.llama_model_get_vocab = lambda model: "vocab"  # type: ignore[attr-defined]
@@ -134,6 +136,9 @@ def fake_llama(monkeypatch: pytest.MonkeyPatch) -> type[FakeLlama]:
     monkeypatch.setattr(FakeLlama, "instances", [])
     monkeypatch.setattr(FakeLlama, "template", None)
     monkeypatch.setattr(FakeLlama, "delay", 0.0)
+    # The CPU probe's child always succeeds here (the real probe is tested in test_cpu_guard).
+    guard = CpuGuard(cache_dir=tmp_path / "cpu-probe", probe_command=[sys.executable, "-c", ""])
+    monkeypatch.setattr(local_module, "_DEFAULT_GUARD", guard)
     return FakeLlama
 
 
@@ -551,4 +556,55 @@ async def test_bad_model_path(fake_llama: type[FakeLlama], tmp_path: Path) -> No
     model = LocalChatModel(str(tmp_path / "missing.gguf"))
     with pytest.raises(ConfigError, match="does not exist"):
         await model.complete(request())
+    await model.aclose()
+
+
+def crashing_guard(tmp_path: Path) -> CpuGuard:
+    """A CPU guard whose probe child dies of SIGILL whatever it tries (a build for another CPU)."""
+    crash = "import signal; signal.raise_signal(signal.SIGILL)"
+    return CpuGuard(
+        cache_dir=tmp_path / "crash-probe", flags=["avx2", "amx_tile"],
+        probe_command=[sys.executable, "-c", crash],
+    )
+
+
+async def test_a_cpu_that_cannot_run_llama_is_a_typed_error_with_the_run(
+    fake_llama: type[FakeLlama], gguf: Path, tmp_path: Path
+) -> None:
+    from agent import Agent, UnsupportedCPUError
+
+    agent = Agent(chat_model=LocalChatModel(str(gguf), cpu_guard=crashing_guard(tmp_path)))
+    with pytest.raises(UnsupportedCPUError, match="SIGILL") as caught:
+        await agent.run("What is 2+2?")
+    assert caught.value.result is not None
+    assert caught.value.result.messages[-1]["content"] == "What is 2+2?"
+    assert not fake_llama.instances  # llama.cpp was never loaded in this process
+    await agent.aclose()
+
+
+def test_the_cli_reports_an_unusable_cpu_in_one_line(
+    fake_llama: type[FakeLlama],
+    gguf: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from agent.cli import main
+
+    monkeypatch.setattr(local_module, "_DEFAULT_GUARD", crashing_guard(tmp_path))
+    code = main(["run", "What is 2+2?", "--provider", "local", "--model-path", str(gguf)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1
+    assert "llama.cpp crashes on this CPU (SIGILL" in err
+    assert "pip install --force-reinstall --no-cache-dir" in err
+
+
+async def test_extra_buffer_types_given_explicitly_skip_the_probe(
+    fake_llama: type[FakeLlama], gguf: Path, tmp_path: Path
+) -> None:
+    model = LocalChatModel(str(gguf), extra_buffer_types=True, cpu_guard=crashing_guard(tmp_path))
+    fake_llama.replies.append("4")
+    body = (await model.complete(request())).body
+    assert body["choices"][0]["message"]["content"] == "4"
     await model.aclose()

