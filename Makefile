@@ -5,16 +5,18 @@ BIN := $(VENV)/bin
 
 # llama-cpp-python is compiled from source. We build it for a portable x86-64 baseline
 # (x86-64-v3: AVX, AVX2, FMA, F16C, BMI2; no AVX-512, no AMX) instead of llama.cpp's default
-# `-march=native`, so the library never depends on the CPU of the machine that built it. The
-# multimodal library (mtmd) is not built: qwenloop does not use it, and it is a third of the build.
-# The wheel is built once per version and flags into the user's cache, outside pip's own wheel
-# cache (which is keyed by the source only and may hold a natively built wheel from elsewhere).
+# `-march=native`, so the library never depends on the CPU of the machine that built it.
+# Only the libraries the Python bindings load are built: not the multimodal library (mtmd), and not
+# llama.cpp's `common` helpers with their HTTP client, which llama-cpp-python forces on although
+# the bindings never load them (a hook file run inside llama.cpp's project turns them off); that
+# halves the build. The wheel is built once per version and flags into the user's cache, outside
+# pip's own wheel cache (keyed by the source only, it may hold a wheel built natively elsewhere).
 LLAMA_CPP_VERSION := 0.3.36
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON \
 	-DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX_VNNI=OFF -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF \
 	-DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF \
 	-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
-LLAMA_TAG := $(shell printf '%s %s' '$(LLAMA_CPP_VERSION)' '$(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
+LLAMA_TAG := $(shell printf '%s %s no-common' '$(LLAMA_CPP_VERSION)' '$(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
 WHEEL_CACHE ?= $(if $(XDG_CACHE_HOME),$(XDG_CACHE_HOME),$(HOME)/.cache)/qwenloop/wheels
 LLAMA_WHEELS := $(WHEEL_CACHE)/llama-cpp-python-$(LLAMA_CPP_VERSION)-x86-64-v3-$(LLAMA_TAG)
 
@@ -27,7 +29,10 @@ $(BIN)/python:
 $(LLAMA_WHEELS)/.built: | $(BIN)/python
 	@echo "Building llama-cpp-python $(LLAMA_CPP_VERSION) for portable x86-64 (once; a few minutes)"
 	rm -rf $(LLAMA_WHEELS).tmp && mkdir -p $(LLAMA_WHEELS).tmp
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	printf 'set(LLAMA_BUILD_COMMON OFF)\n' > $(LLAMA_WHEELS).tmp/skip-common.cmake
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS) \
+		-DCMAKE_PROJECT_llama.cpp_INCLUDE=$(LLAMA_WHEELS).tmp/skip-common.cmake" \
+		CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
 		$(BIN)/pip wheel --quiet --no-deps --no-cache-dir --no-binary llama-cpp-python \
 		-w $(LLAMA_WHEELS).tmp 'llama-cpp-python==$(LLAMA_CPP_VERSION)'
 	rm -rf $(LLAMA_WHEELS) && mv $(LLAMA_WHEELS).tmp $(LLAMA_WHEELS)

@@ -8,6 +8,9 @@ import pytest
 
 from agent.testing import ScriptedServer
 
+# Runs the tests marked local_model in a child process: a native crash fails only them.
+pytest_plugins = ["tests.native_isolation"]
+
 
 @pytest.fixture
 def openai_server() -> Iterator[ScriptedServer]:

@@ -161,3 +161,33 @@ async def test_with_a_system_prompt_it_answers_while_tools_are_still_offered(
     final = (await model.complete(request)).body["choices"][0]
     assert final["finish_reason"] == "stop", final
     assert "391" in final["message"]["content"]
+
+
+def test_the_cpu_probe_passes_with_the_real_weights(tmp_path) -> None:
+    """The portable build has no AMX kernels, so even a CPU that claims AMX keeps every kernel."""
+    from agent.models.cpu_guard import CpuGuard, cpu_flags
+    from agent.models.weights import resolve_model_path
+
+    path = resolve_model_path(None)
+    for flags in (cpu_flags(), [*cpu_flags(), "amx_tile", "amx_int8"]):
+        verdict = CpuGuard(cache_dir=tmp_path / str(len(flags)), flags=flags).check(path)
+        assert verdict.extra_buffer_types is True, verdict
+
+
+def test_extra_buffer_types_can_be_switched_off_for_one_load() -> None:
+    import llama_cpp
+
+    from agent.models.llama_runner import open_llama
+    from agent.models.weights import resolve_model_path
+
+    llama = open_llama(
+        llama_cpp, resolve_model_path(None), extra_buffer_types=False, n_ctx=64, verbose=False
+    )
+    try:
+        assert llama.model_params.use_extra_bufts is False
+        tokens = llama.tokenize(b"One, two, three,", add_bos=False)
+        llama.eval(tokens)  # decodes without the extra kernels
+    finally:
+        llama.close()
+    # The override lasted for that load only.
+    assert llama_cpp.llama_cpp.llama_model_default_params().use_extra_bufts is True

@@ -301,6 +301,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model")
     parser.add_argument("--extra-buffer-types", choices=("on", "off"), default="on")
     args: Any = parser.parse_args(argv)
+    with contextlib.suppress(ImportError, ValueError, OSError):
+        import resource  # a crash here must not leave a core file the size of the model
+
+        resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
     _probe(args.model, args.extra_buffer_types == "on")
     return 0
 
