@@ -31,6 +31,7 @@ calls `asyncio.run` alike; replies are encoded once when built, so it can sit be
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import itertools
 import json
@@ -46,9 +47,9 @@ from http.client import responses
 from typing import Any, Self
 
 __all__ = [
-    "RecordedRequest", "Reply", "ScriptedServer", "disconnect_reply", "error_reply", "json_reply",
-    "sse_reply", "stream_text_reply", "stream_tool_calls_reply", "text_reply", "tool_call_reply",
-    "tool_calls_reply",
+    "RecordedRequest", "Reply", "ScriptedServer", "cut_reply", "disconnect_reply", "error_reply",
+    "html_reply", "json_reply", "sse_reply", "stream_text_reply", "stream_tool_calls_reply",
+    "text_reply", "tool_call_reply", "tool_calls_reply",
 ]  # fmt: skip
 
 _call_ids = itertools.count(1)
@@ -69,6 +70,9 @@ class Reply:
         chunks: For a streamed reply, the pieces sent one by one with chunked transfer encoding.
         chunk_delay: Seconds to wait between two chunks.
         disconnect: Close the connection instead of answering.
+        cut_at: Send only this many bytes of the response (head included), then close: a
+            truncated body or a chunked stream cut short. Build it with `cut_reply`.
+        stall: Seconds to wait, silent, before closing a cut reply (a stalled connection).
     """
 
     status: int = 200
@@ -78,6 +82,8 @@ class Reply:
     chunks: tuple[bytes, ...] | None = None
     chunk_delay: float = 0.0
     disconnect: bool = False
+    cut_at: int | None = None
+    stall: float = 0.0
     # Encoded once here so serving a reply (possibly thousands of times) is a single write.
     _head: bytes = field(init=False, repr=False)
     _framed: tuple[bytes, ...] = field(init=False, repr=False)
@@ -299,6 +305,35 @@ def disconnect_reply(*, delay: float = 0.0) -> Reply:
     return Reply(disconnect=True, delay=delay)
 
 
+def cut_reply(
+    reply: Reply, *, after_events: int | None = None, after_bytes: int | None = None,
+    stall: float = 0.0,
+) -> Reply:  # fmt: skip
+    """Build `reply` cut short: the connection closes (after `stall` seconds) mid-response.
+
+    By default the cut falls in the middle of the body, so a body is shorter than its
+    Content-Length, or a chunked stream ends inside a chunk. `after_events=N` cuts a stream
+    cleanly after its first N chunks; `after_bytes=N` after N bytes of the body. With a long
+    `stall`, the connection hangs there instead (a stream that stalls after its first event).
+    """
+    head = len(reply._head)
+    if after_events is not None:
+        if reply.chunks is None:
+            raise ValueError("cut_reply: after_events needs a streamed reply")
+        at = head + sum(len(framed) for framed in reply._framed[:after_events])
+    elif after_bytes is not None:
+        at = head + after_bytes
+    else:
+        at = head + (len(reply._wire) - head) // 2
+    return dataclasses.replace(reply, cut_at=at, stall=stall)
+
+
+def html_reply(status: int = 200, *, text: str = "Service temporarily unavailable") -> Reply:
+    """Build an HTML page (a proxy's or gateway's error page), 200 by default."""
+    page = f"<!DOCTYPE html><html><head><title>{text}</title></head><h1>{text}</h1></html>"
+    return Reply(status, {"content-type": "text/html; charset=utf-8"}, body=page.encode())
+
+
 _MODELS = json_reply({"object": "list", "data": [
     {"id": m, "object": "model", "created": 1734513252, "owned_by": "system"}
     for m in ("qwen-plus", "qwen-max", "qwen-turbo")
@@ -356,7 +391,7 @@ class _Connection(asyncio.Protocol):
             del self.buf[: end + 4 + size]
             close = headers.get("connection", "").lower() == "close"
             reply = self.server._reply_for(RecordedRequest(method, target, headers, body))
-            if reply.delay or reply.chunk_delay:
+            if reply.delay or reply.chunk_delay or reply.cut_at is not None:
                 self.task = asyncio.get_running_loop().create_task(self.send_slowly(reply, close))
             elif reply.disconnect:
                 transport.close()
@@ -370,7 +405,11 @@ class _Connection(asyncio.Protocol):
         assert transport is not None
         try:
             await asyncio.sleep(reply.delay)
-            if reply.disconnect:
+            if reply.cut_at is not None:
+                transport.write(reply._wire[: reply.cut_at])
+                await asyncio.sleep(reply.stall)
+                transport.close()
+            elif reply.disconnect:
                 transport.close()
             elif reply.chunks is None or not reply.chunk_delay:
                 transport.write(reply._wire)

@@ -9,7 +9,9 @@ jitter, honouring `Retry-After`, for 429, 5xx and connection failures.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
+import importlib
 import json
 import random
 import time
@@ -25,13 +27,14 @@ from agent.errors import (
     BadRequestError,
     ModelAPIError,
     ModelConnectionError,
+    ModelError,
     ModelStreamError,
     RateLimitError,
     ServerError,
 )
 from agent.models.base import ModelRequest, ModelResponse, ResponseMeta
 
-__all__ = ["OpenAIChatModel", "RetryPolicy"]
+__all__ = ["OpenAIChatModel", "RetryPolicy", "mask_key", "redact"]
 
 _KEPT_HEADERS = ("x-account-balance", "x-request-id", "x-dashscope-request-id", "retry-after")
 
@@ -45,12 +48,17 @@ class RetryPolicy:
         base_delay: Seconds before the first retry; doubles each time.
         max_delay: Upper bound of one wait, and of a `Retry-After` we are willing to honour.
         jitter: Fraction of each wait drawn at random, so many clients do not retry in step.
+        retry_read_timeouts: Also retry a request whose reply did not arrive within the
+            timeout. Off by default: the provider may still be generating that reply, and a
+            resent request is billed again. Failures to connect, and connections that break
+            before the reply reached the caller, are always retried.
     """
 
     max_retries: int = 3
     base_delay: float = 0.5
     max_delay: float = 30.0
     jitter: float = 0.25
+    retry_read_timeouts: bool = False
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds to wait before retry number `attempt` (1-based)."""
@@ -89,6 +97,82 @@ def _error_details(body: Any) -> tuple[str | None, str | None]:
     return (str(body) if body else None), None
 
 
+def _request_error_types() -> tuple[type[BaseException], ...]:
+    """The transport's own exceptions, which the SDK lets escape while a body is being read."""
+    found: list[type[BaseException]] = [openai.APIConnectionError]  # includes APITimeoutError
+    for module_name in ("httpx2", "httpx"):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        found.append(module.RequestError)  # transport errors, timeouts, bad encodings
+    return tuple(found)
+
+
+_TRANSPORT_ERRORS = _request_error_types()
+
+
+@dataclass(slots=True)
+class _Failure(Exception):
+    """One attempt failed: the typed error to raise, and whether another attempt may help."""
+
+    error: ModelError
+    retryable: bool
+    retry_after: float | None = None
+
+
+def _failure_kind(exc: BaseException) -> str:
+    """Tell a read timeout (maybe billed) from other connection failures."""
+    for err in (exc, exc.__cause__, exc.__context__):
+        name = type(err).__name__ if err is not None else ""
+        if name in ("ReadTimeout", "WriteTimeout", "PoolTimeout", "TimeoutException"):
+            return "read-timeout"
+        if name == "APITimeoutError" and err is not exc:
+            return "read-timeout"
+    if isinstance(exc, openai.APITimeoutError):
+        cause = exc.__cause__ or exc.__context__
+        return "connect" if type(cause).__name__ == "ConnectTimeout" else "read-timeout"
+    return "connect"
+
+
+async def _close_quietly(cm: Any) -> None:
+    """Close an SDK response context; a connection that is already broken may complain."""
+    with contextlib.suppress(*_TRANSPORT_ERRORS):
+        await cm.__aexit__(None, None, None)
+
+
+def _substantive(chunk: dict[str, Any]) -> bool:
+    """Whether a stream chunk carries part of the reply (not just a role or usage)."""
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or choice.get("message") or {}
+        if any(delta.get(key) for key in ("content", "reasoning_content", "reasoning")):
+            return True
+        if delta.get("tool_calls"):
+            return True
+    return False
+
+
+def _finishes(chunk: dict[str, Any]) -> bool:
+    return any(choice.get("finish_reason") for choice in chunk.get("choices") or ())
+
+
+def _redacted_preview(raw: bytes, secret: str, limit: int = 200) -> str:
+    text = raw[: limit * 4].decode("utf-8", "replace")
+    return repr(redact(text, secret)[:limit])
+
+
+def redact(text: str, secret: str) -> str:
+    """Replace every occurrence of `secret` (an API key) in `text` with a short mask."""
+    if secret and len(secret) >= 8 and secret in text:
+        return text.replace(secret, mask_key(secret))
+    return text
+
+
+def mask_key(key: str) -> str:
+    """Show a key as its first 3 and last 4 characters only (`sk-…a1b2`)."""
+    return f"{key[:3]}…{key[-4:]}" if len(key) >= 12 else "…"
+
+
 class OpenAIChatModel:
     """A chat model behind an OpenAI-compatible `/chat/completions` endpoint.
 
@@ -102,6 +186,7 @@ class OpenAIChatModel:
         timeout: Seconds one request may take.
         default_headers: Extra headers for every request.
         stream_usage: Ask for a usage chunk at the end of streams (`stream_options`).
+        max_response_bytes: The largest reply accepted; a larger one is a `ModelAPIError`.
     """
 
     def __init__(
@@ -116,8 +201,12 @@ class OpenAIChatModel:
         timeout: float = 120.0,
         default_headers: dict[str, str] | None = None,
         stream_usage: bool = True,
+        max_response_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         self.model_name = model
+        self.timeout = timeout
+        self.max_response_bytes = max_response_bytes
+        self._secret = api_key
         self.provider = provider
         self.base_url = base_url
         self.key_source = key_source
@@ -166,11 +255,13 @@ class OpenAIChatModel:
         except ValueError:
             body = exc.response.text
         msg, code = _error_details(body)
+        if msg is not None:
+            msg = redact(msg, self._secret)
         status = exc.status_code
         request_id = exc.response.headers.get("x-request-id") or exc.response.headers.get(
             "x-dashscope-request-id"
         )
-        detail = msg or exc.message
+        detail = msg or redact(exc.message, self._secret)
         kw: dict[str, Any] = {
             "status_code": status,
             "provider_message": msg,
@@ -201,65 +292,129 @@ class OpenAIChatModel:
             )
         return BadRequestError(f"{where} refused the request ({status}: {detail})", **kw)
 
-    async def _open(self, request: ModelRequest, stream: bool) -> Any:
-        """Start a request, retrying what is worth retrying; return the open raw response."""
-        kwargs = self._kwargs(request, stream)
-        attempt = 0
-        while True:
-            try:
-                cm = self._client.chat.completions.with_streaming_response.create(**kwargs)
-                response = await cm.__aenter__()
-                return cm, response
-            except openai.APIStatusError as exc:
-                error: Exception = self._map_status(exc)
-                retryable = exc.status_code in (408, 409, 429) or exc.status_code >= 500
-                retry_after = _retry_after(exc.response.headers)
-            except (openai.APIConnectionError, openai.APITimeoutError) as exc:
-                kind = "timed out" if isinstance(exc, openai.APITimeoutError) else "failed"
-                error = ModelConnectionError(
-                    f"connection to {self.provider} ({self.base_url}) {kind}: {exc}; "
-                    "check the base URL and the network"
-                )
-                retryable, retry_after = True, None
-            attempt += 1
-            if not retryable or attempt > self.retry.max_retries:
-                raise error
-            await asyncio.sleep(self.retry.delay(attempt, retry_after))
+    async def _send(self, kwargs: dict[str, Any]) -> tuple[Any, Any]:
+        """Send one request; return the SDK's response context and the open raw response.
+
+        Raises:
+            _Failure: The endpoint answered with an error status or could not be reached.
+        """
+        try:
+            cm = self._client.chat.completions.with_streaming_response.create(**kwargs)
+            response = await cm.__aenter__()
+        except openai.APIStatusError as exc:
+            retryable = exc.status_code in (408, 409, 429) or exc.status_code >= 500
+            raise _Failure(
+                self._map_status(exc), retryable, _retry_after(exc.response.headers)
+            ) from None
+        except _TRANSPORT_ERRORS as exc:
+            raise self._transport_failure(exc, "the request") from None
+        return cm, response
+
+    def _transport_failure(self, exc: BaseException, during: str) -> _Failure:
+        """Map a connection failure to ModelConnectionError, retryable unless it may be billed.
+
+        A read timeout means the provider may still be generating the reply: resending it is
+        billed again, so it is retried only with `RetryPolicy.retry_read_timeouts`.
+        """
+        kind = _failure_kind(exc)
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if kind == "read-timeout":
+            message = (
+                f"{self.provider} ({self.base_url}) sent nothing for {self.timeout:g} s during "
+                f"{during} ({detail}); raise `timeout` for long generations, or stream them"
+            )
+            return _Failure(ModelConnectionError(message), self.retry.retry_read_timeouts)
+        message = (
+            f"connection to {self.provider} ({self.base_url}) failed during {during} ({detail}); "
+            "check the base URL and the network"
+        )
+        return _Failure(ModelConnectionError(message), True)
+
+    async def _retrying(self, attempt: int, failure: _Failure) -> None:
+        """Wait before retry number `attempt`, or raise the failure's error when done."""
+        if not failure.retryable or attempt > self.retry.max_retries:
+            raise failure.error
+        await asyncio.sleep(self.retry.delay(attempt, failure.retry_after))
 
     @staticmethod
     def _meta(response: Any) -> ResponseMeta:
         headers = response.headers
         return ResponseMeta({k: headers[k] for k in _KEPT_HEADERS if k in headers})
 
+    async def _read_body(self, response: Any) -> bytes:
+        """Read a whole body, at most `max_response_bytes` of it."""
+        parts: list[bytes] = []
+        size = 0
+        async for part in response.iter_bytes():
+            size += len(part)
+            if size > self.max_response_bytes:
+                raise _Failure(self._too_large(response), False)
+            parts.append(part)
+        return b"".join(parts)
+
+    def _too_large(self, response: Any) -> ModelAPIError:
+        return ModelAPIError(
+            f"{self.provider} sent a reply larger than {self.max_response_bytes:,} bytes; "
+            "raise max_response_bytes if that is expected",
+            status_code=response.status_code,
+        )
+
     async def complete(self, request: ModelRequest) -> ModelResponse:
-        """Send the request and return the whole `chat.completion` body."""
-        cm, response = await self._open(request, stream=False)
-        try:
-            raw = await response.read()
-        except (openai.APIConnectionError, openai.APITimeoutError) as exc:
-            raise ModelConnectionError(
-                f"reading the reply from {self.provider} failed: {exc}"
-            ) from None
-        finally:
-            await cm.__aexit__(None, None, None)
+        """Send the request and return the whole `chat.completion` body.
+
+        A connection that fails before the whole body arrived is retried like a failed request
+        (nothing of the reply reached the caller), except after a read timeout (see `RetryPolicy`).
+        """
+        kwargs = self._kwargs(request, stream=False)
+        attempt = 0
+        while True:
+            try:
+                cm, response = await self._send(kwargs)
+                try:
+                    raw = await self._read_body(response)
+                except _TRANSPORT_ERRORS as exc:
+                    raise self._transport_failure(exc, "the reply") from None
+                finally:
+                    await _close_quietly(cm)
+                return ModelResponse(self._parse_body(raw, response), self._meta(response))
+            except _Failure as failure:
+                attempt += 1
+                await self._retrying(attempt, failure)
+
+    def _parse_body(self, raw: bytes, response: Any) -> dict[str, Any]:
         try:
             body = json.loads(raw)
-        except ValueError:
-            raise ModelAPIError(
-                f"{self.provider} sent a reply that is not JSON: {raw[:200]!r}",
-                status_code=response.status_code,
-                body=raw[:2000],
+        except (ValueError, RecursionError):
+            kind = response.headers.get("content-type", "no content type")
+            raise _Failure(
+                ModelAPIError(
+                    f"{self.provider} answered {response.status_code} with a body that is not "
+                    f"JSON ({kind}): {_redacted_preview(raw, self._secret)}",
+                    status_code=response.status_code,
+                ),
+                True,
             ) from None
-        if isinstance(body, dict) and "error" in body and not body.get("choices"):
-            msg, code = _error_details(body)
-            raise ModelAPIError(
-                f"{self.provider} answered with an error: {msg}",
-                status_code=response.status_code,
-                provider_message=msg,
-                code=code,
-                body=body,
+        if not isinstance(body, dict):
+            raise _Failure(
+                ModelAPIError(
+                    f"{self.provider} answered with JSON that is not an object",
+                    status_code=response.status_code,
+                ),
+                False,
             )
-        return ModelResponse(body, self._meta(response))
+        if "error" in body and not body.get("choices"):
+            msg, code = _error_details(body)
+            raise _Failure(
+                ModelAPIError(
+                    f"{self.provider} answered with an error: {msg}",
+                    status_code=response.status_code,
+                    provider_message=msg,
+                    code=code,
+                    body=body,
+                ),
+                False,
+            )
+        return body
 
     async def stream(
         self, request: ModelRequest, meta: ResponseMeta
@@ -267,43 +422,109 @@ class OpenAIChatModel:
         """Send the request with streaming on and yield each chunk as a dict.
 
         Reads Server-Sent Events line by line so that non-standard lines survive: an `error:`
-        line (llama.cpp) or a `data:` event holding an `error` object raises `ModelStreamError`;
-        a stream that ends without `data: [DONE]` simply ends.
+        line (llama.cpp) or a `data:` event holding an `error` object raises `ModelStreamError`.
+        A stream must end with `data: [DONE]` or a `finish_reason`; one that ends without either
+        was cut, and raises `ModelStreamError`. Until the first chunk with content, reasoning or
+        a tool call has been yielded, a failed or cut stream is retried like a failed request;
+        after that it ends with `ModelStreamError` (the caller already has part of the reply).
         """
-        cm, response = await self._open(request, stream=True)
-        meta.headers.update(self._meta(response).headers)
-        try:
-            if "json" in response.headers.get("content-type", ""):
-                # Some servers ignore `stream: true` and send one JSON body: treat it as a
-                # single chunk holding the whole message.
-                body = _decode_event(self.provider, (await response.read()).decode())
-                for choice in body.get("choices") or ():
-                    choice.setdefault("delta", choice.pop("message", {}))
-                yield body
+        kwargs = self._kwargs(request, stream=True)
+        attempt = 0
+        while True:
+            delivered = False
+            try:
+                cm, response = await self._send(kwargs)
+                meta.headers.update(self._meta(response).headers)
+                try:
+                    held: list[dict[str, Any]] = []
+                    async for chunk in self._chunks(response):
+                        if not delivered and not _substantive(chunk):
+                            held.append(chunk)  # sent with the first real chunk, if any
+                            continue
+                        for early in held:
+                            yield early
+                        held = []
+                        delivered = True
+                        yield chunk
+                    for early in held:
+                        yield early
+                    return
+                except _TRANSPORT_ERRORS as exc:
+                    raise self._transport_failure(exc, "the stream") from None
+                finally:
+                    await _close_quietly(cm)
+            except _Failure as failure:
+                if delivered:
+                    error = failure.error
+                    if not isinstance(error, ModelStreamError):
+                        error = ModelStreamError(f"{error} (after part of the reply was streamed)")
+                    raise error from None
+                attempt += 1
+                await self._retrying(attempt, failure)
+
+    async def _chunks(self, response: Any) -> AsyncIterator[dict[str, Any]]:
+        """Yield the decoded events of one streamed response; raise `_Failure` if it was cut."""
+        kind = response.headers.get("content-type", "")
+        if "json" in kind:
+            # Some servers ignore `stream: true` and send one JSON body: treat it as a
+            # single chunk holding the whole message.
+            body = self._parse_body(await self._read_body(response), response)
+            for choice in body.get("choices") or ():
+                choice.setdefault("delta", choice.pop("message", {}))
+            yield body
+            return
+        data: list[str] = []
+        stray: list[str] = []  # lines that are not part of an event stream, for the error
+        events = 0
+        finished = False
+        size = 0
+        async for line in response.iter_lines():
+            size += len(line) + 1
+            if size > self.max_response_bytes:
+                raise _Failure(self._too_large(response), False)
+            if line.startswith("data:"):
+                data.append(line[5:].lstrip())
+                continue
+            if line.startswith("error:"):
+                _raise_stream_error(self.provider, line[6:].strip())
+            if line == "" and data:
+                payload, data = "\n".join(data), []
+                if payload == "[DONE]":
+                    return
+                event = _decode_event(self.provider, payload)
+                events += 1
+                finished = finished or _finishes(event)
+                yield event
+            elif line and not line.startswith((":", "event:", "id:", "retry:")) and len(stray) < 5:
+                stray.append(line)
+        if data:
+            payload = "\n".join(data)
+            if payload == "[DONE]":
                 return
-            data: list[str] = []
-            async for line in response.iter_lines():
-                if line.startswith("data:"):
-                    data.append(line[5:].lstrip())
-                    continue
-                if line.startswith("error:"):
-                    _raise_stream_error(self.provider, line[6:].strip())
-                if line == "" and data:
-                    payload = "\n".join(data)
-                    data = []
-                    if payload == "[DONE]":
-                        return
-                    yield _decode_event(self.provider, payload)
-            if data:
-                payload = "\n".join(data)
-                if payload != "[DONE]":
-                    yield _decode_event(self.provider, payload)
-        except (openai.APIConnectionError, openai.APITimeoutError) as exc:
-            raise ModelConnectionError(
-                f"the stream from {self.provider} broke off: {exc}"
-            ) from None
-        finally:
-            await cm.__aexit__(None, None, None)
+            event = _decode_event(self.provider, payload)
+            events += 1
+            finished = finished or _finishes(event)
+            yield event
+        if finished:
+            return  # some servers end without `data: [DONE]` after the finish_reason
+        if events == 0:
+            seen = "nothing"
+            if stray:
+                seen = _redacted_preview("\n".join(stray).encode(), self._secret)
+            raise _Failure(
+                ModelStreamError(
+                    f"{self.provider} answered {response.status_code} "
+                    f"({kind or 'no content type'}) without an event stream: {seen}"
+                ),
+                True,
+            )
+        raise _Failure(
+            ModelStreamError(
+                f"the stream from {self.provider} ended after {events} events without a "
+                "finish_reason or [DONE]: the reply was cut"
+            ),
+            True,
+        )
 
     async def close_connections(self) -> None:
         """Close the connection pool of the running event loop."""
@@ -319,7 +540,7 @@ class OpenAIChatModel:
 def _decode_event(provider: str, payload: str) -> dict[str, Any]:
     try:
         event = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ModelStreamError(
             f"{provider} sent a stream event that is not JSON: {payload[:200]!r}",
             provider_message=None,
@@ -338,7 +559,7 @@ def _decode_event(provider: str, payload: str) -> dict[str, Any]:
 def _raise_stream_error(provider: str, text: str) -> None:
     try:
         body: Any = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         body = text
     msg, _ = _error_details(body)
     raise ModelStreamError(
