@@ -66,6 +66,9 @@ class Agent:
             require it); off by default.
         max_total_tokens: A token budget per run (`UsageLimitExceeded` past it).
         max_cost: A cost budget per run in CNY, where the model's price is known.
+        accept_truncated: Accept a final answer cut by `max_tokens` (the result's `truncated`
+            is then True) instead of raising `TruncatedReplyError`. A tool call cut by the
+            limit never runs either way.
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class Agent:
         send_reasoning: bool = False,
         max_total_tokens: int | None = None,
         max_cost: float | None = None,
+        accept_truncated: bool = False,
     ) -> None:
         if max_turns < 1:
             raise UserError(f"max_turns must be at least 1, got {max_turns}")
@@ -109,6 +113,7 @@ class Agent:
         self.send_reasoning = send_reasoning
         self.max_total_tokens = max_total_tokens
         self.max_cost = max_cost
+        self.accept_truncated = accept_truncated
         self.max_turns = max_turns
         self.tool_concurrency = tool_concurrency
         self.text_tool_calls = text_tool_calls
@@ -206,6 +211,7 @@ class Agent:
             max_total_tokens=self.max_total_tokens,
             max_cost=self.max_cost,
             send_reasoning=self.send_reasoning,
+            accept_truncated=self.accept_truncated,
         )
 
     def _tool_choice(self, settings: ModelSettings) -> tuple[ModelSettings, Any, bool]:

@@ -47,6 +47,7 @@ __all__ = [
     "PromptRenderError",
     "RateLimitError",
     "ServerError",
+    "TruncatedReplyError",
     "UnsupportedCPUError",
     "UsageLimitExceeded",
     "UserError",
@@ -177,6 +178,24 @@ class UnsupportedCPUError(ModelError):
 
 class ModelBehaviorError(ModelError):
     """The model replied with something the runtime cannot use."""
+
+
+class TruncatedReplyError(ModelBehaviorError):
+    """The model's reply was cut by the token limit (`finish_reason: "length"`).
+
+    A cut tool call never runs; a cut final answer is an error unless the agent was made with
+    `accept_truncated=True` (then the result says `truncated=True`). The cut reply is not added
+    to `.result.messages`.
+
+    Attributes:
+        text: The text the model wrote before it was cut.
+        tool_calls: The names of the tool calls in the cut reply, none of which ran.
+    """
+
+    def __init__(self, message: str, *, text: str = "", tool_calls: list[str] | None = None):
+        super().__init__(message)
+        self.text = text
+        self.tool_calls = list(tool_calls or [])
 
 
 class OutputValidationError(ModelBehaviorError):

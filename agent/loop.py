@@ -21,6 +21,7 @@ from agent.errors import (
     AgentError,
     MaxTurnsExceeded,
     OutputValidationError,
+    TruncatedReplyError,
     UsageLimitExceeded,
 )
 from agent.events import (
@@ -78,6 +79,8 @@ class RunConfig:
         required_retries: Turns that may be re-asked when "required" is emulated.
         max_total_tokens: Stop with UsageLimitExceeded past this many tokens.
         max_cost: Stop with UsageLimitExceeded past this cost in CNY.
+        accept_truncated: Accept a final answer cut by the token limit (marked in the result)
+            instead of raising TruncatedReplyError. A cut tool call never runs either way.
     """
 
     model: ChatModel
@@ -99,6 +102,7 @@ class RunConfig:
     required_retries: int = 1
     max_total_tokens: int | None = None
     max_cost: float | None = None
+    accept_truncated: bool = False
 
 
 @dataclass(slots=True)
@@ -122,6 +126,7 @@ class RunState:
     parsed: Any = None
     output_failures: int = 0
     required_misses: int = 0
+    truncated: bool = False
 
     def result(self) -> RunResult:
         """Snapshot the run as a RunResult."""
@@ -139,6 +144,7 @@ class RunState:
             reasoning=self.reasoning,
             guarded=self.guarded,
             parsed=self.parsed,
+            truncated=self.truncated,
         )
 
 
@@ -249,6 +255,23 @@ def _check_limits(state: RunState) -> None:
             value=state.cost or 0.0,
             maximum=cfg.max_cost,
         )
+
+
+def _check_truncation(state: RunState, assistant: AssistantTurn) -> None:
+    """Handle a reply cut by the token limit: never run its calls; accept its text if allowed."""
+    if not assistant.calls and state.config.accept_truncated:
+        state.truncated = True
+        return
+    state.usage.add(assistant.usage)  # the cut reply was billed all the same
+    names = [call.name for call in assistant.calls]
+    what = f"a call to {', '.join(names)}" if names else "the answer"
+    raise TruncatedReplyError(
+        f"the model's reply was cut by the token limit (finish_reason 'length') in {what}; "
+        "raise max_tokens"
+        + ("" if names else ", or pass accept_truncated=True to accept a cut answer"),
+        text=assistant.content,
+        tool_calls=names,
+    )
 
 
 def _text_calls(state: RunState, turn: AssistantTurn) -> AssistantTurn:
@@ -454,6 +477,8 @@ async def run_events(
                     yield item
             assert assistant is not None
             assistant = _text_calls(state, assistant)
+            if assistant.finish_reason == "length":
+                _check_truncation(state, assistant)
             state.messages.append(assistant.message)
             state.usage.add(assistant.usage)
             cost = config.cost(assistant.usage) if config.cost else None

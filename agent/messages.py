@@ -115,6 +115,8 @@ class RunResult(BaseModel):
         reasoning: The reasoning text of the final turn, where the model produced one.
         guarded: Loop-guard interventions (repeated calls that were not run again).
         parsed: The validated structured output, when an output type was asked for.
+        truncated: The final answer was cut by the token limit and accepted as it was
+            (`Agent(accept_truncated=True)`); without that option a cut answer is an error.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -132,6 +134,7 @@ class RunResult(BaseModel):
     reasoning: str | None = None
     guarded: list[str] = Field(default_factory=list)
     parsed: Any = None
+    truncated: bool = False
 
     def to_json_dict(self) -> dict[str, Any]:
         """Return the CLI's `--json` shape: output, messages, usage, tool_calls, turns, cost."""

@@ -4,8 +4,9 @@ Both paths end in the same `AssistantTurn`, so streamed and non-streamed runs pr
 messages. The stream assembler is defensive about what real providers send: tool-call deltas
 without `index` (merged by `id`), `id` repeated in every chunk or sent only once, the function name
 arriving late, `arguments` null or empty, parallel calls interleaved, a usage-only last chunk with
-`choices: []`, `reasoning_content` deltas, `<think>` text in `content`, and `finish_reason`
-"stop" although tool calls are present.
+`choices: []`, `reasoning_content` deltas, `<think>` text in `content`, `finish_reason`
+"stop" although tool calls are present, and parallel calls that share one `index` (a new `id` at
+a known index is a new call).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ __all__ = [
     "decode_arguments",
     "parse_completion",
 ]
+
+MAX_ARGUMENT_CHARS = 4_000_000
+"""Tool-call arguments longer than this go back to the model as an error, never parsed."""
 
 _THINK_OPEN = "<think>"
 _THINK_CLOSE = "</think>"
@@ -88,21 +92,35 @@ def decode_arguments(raw: Any) -> tuple[str, dict[str, Any] | None, str | None]:
     """
     if raw is None:
         return "{}", {}, None
-    if isinstance(raw, dict):
-        return json.dumps(raw, ensure_ascii=False), raw, None
-    text = str(raw)
-    if not text.strip():
+    text = raw if isinstance(raw, str) else None
+    if text is not None and len(text) > MAX_ARGUMENT_CHARS:
+        return "{}", None, f"the arguments are longer than {MAX_ARGUMENT_CHARS:,} characters"
+    if text is not None and not text.strip():
         return "{}", {}, None
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        repaired = _repair(text)
-        if repaired is None:
-            return "{}", None, f"the arguments are not valid JSON ({exc.msg} at char {exc.pos})"
-        value = repaired
-    if not isinstance(value, dict):
-        return "{}", None, f"the arguments must be a JSON object, got {type(value).__name__}"
-    return json.dumps(value, ensure_ascii=False), value, None
+        if text is None:
+            value = raw
+        else:
+            try:
+                value = json.loads(text, parse_constant=_no_constant)
+            except json.JSONDecodeError as exc:
+                value = _repair(text)
+                if value is None:
+                    return "{}", None, (
+                        f"the arguments are not valid JSON ({exc.msg} at char {exc.pos})"
+                    )
+        if not isinstance(value, dict):
+            return "{}", None, f"the arguments must be a JSON object, got {type(value).__name__}"
+        # Strict JSON back to the provider: NaN and Infinity are not JSON (DashScope refuses them).
+        return json.dumps(value, ensure_ascii=False, allow_nan=False), value, None
+    except ValueError as exc:  # NaN, Infinity, or a non-finite number from the repair
+        return "{}", None, f"the arguments are not strict JSON ({exc})"
+    except RecursionError:
+        return "{}", None, "the arguments are nested too deeply"
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _repair(text: str) -> Any:
@@ -270,6 +288,10 @@ class StreamAssembler:
         slot: dict[str, Any] | None = None
         if index is not None:
             slot = self._by_index.get(index)
+            if slot is not None and call_id and slot["id"] and call_id != slot["id"]:
+                # Ollama and SGLang stream parallel calls all at index 0: a new id at a known
+                # index starts a new call.
+                slot = None
         elif call_id:
             slot = self._by_id.get(call_id)
         elif self._last is not None:
