@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import importlib.util
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ from agent.events import (
 )
 from agent.messages import RunResult
 from agent.providers import PROVIDERS
+from agent.secrets import scrub_surrogates
 from agent.tool import Tool, tool
 
 __all__ = ["main"]
@@ -39,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="qwenloop", description="Run a tool-calling Qwen agent.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="run the agent on a prompt")
-    run.add_argument("prompt", help="the user's prompt")
+    run.add_argument("prompt", help="the user's prompt; - reads it from standard input")
     run.add_argument("--provider", choices=[p for p in PROVIDERS if p != "custom"])
     run.add_argument("--base-url", help="any OpenAI-compatible base URL")
     run.add_argument("--api-key", help="the API key (default: the provider's variable)")
@@ -105,9 +107,18 @@ def _load_tool(spec: str) -> Tool:
     if module_spec is None or module_spec.loader is None:
         raise UserError(f"--tool {spec!r}: {file!r} is not a Python file")
     module = importlib.util.module_from_spec(module_spec)
+    # Registered before it runs, as `import` does: dataclasses and pydantic models defined under
+    # `from __future__ import annotations` look their module up in sys.modules.
+    sys.modules[module_spec.name] = module
     try:
         module_spec.loader.exec_module(module)
+    except SystemExit as exc:
+        sys.modules.pop(module_spec.name, None)
+        raise UserError(
+            f"--tool {spec!r}: importing {file!r} called sys.exit({exc.code!r})"
+        ) from None
     except Exception as exc:
+        sys.modules.pop(module_spec.name, None)
         raise UserError(f"--tool {spec!r}: importing {file!r} failed: {exc}") from exc
     fn = getattr(module, name, None)
     if fn is None:
@@ -173,6 +184,22 @@ def _build_agent(args: argparse.Namespace) -> Agent:
         max_total_tokens=args.max_total_tokens,
         max_cost=args.max_cost,
     )
+
+
+def _check_run_args(args: argparse.Namespace) -> None:
+    """Refuse numbers that would switch a limit off, and read `-` as standard input."""
+    for flag, value in (("--max-cost", args.max_cost), ("--temperature", args.temperature)):
+        if value is not None and not math.isfinite(value):
+            raise UserError(f"{flag} must be a finite number, got {value}")
+    if args.max_cost is not None and args.max_cost < 0:
+        raise UserError(f"--max-cost must not be negative, got {args.max_cost}")
+    if args.prompt == "-":
+        if sys.stdin is None or sys.stdin.isatty():
+            raise UserError("run -: pipe the prompt into standard input")
+        args.prompt = sys.stdin.read()
+    args.prompt = scrub_surrogates(args.prompt)
+    if not args.prompt.strip():
+        raise UserError("the prompt is empty")
 
 
 def _short(text: str | None, limit: int = 200) -> str:
@@ -290,6 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.max_turns < 1:
             raise UserError("--max-turns must be at least 1")
+        _check_run_args(args)
         agent = _build_agent(args)
         result = asyncio.run(_run(agent, args))
     except UserError as exc:

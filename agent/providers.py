@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 
 from agent.errors import ConfigError
+from agent.secrets import mask_key
 
 __all__ = ["PROVIDERS", "Provider", "ResolvedEndpoint", "resolve_endpoint"]
 
@@ -100,6 +101,13 @@ class ResolvedEndpoint:
     api_key: str
     key_source: str
     model: str
+
+    def __repr__(self) -> str:
+        return (
+            f"ResolvedEndpoint(provider={self.provider.name!r}, base_url={self.base_url!r}, "
+            f"api_key={mask_key(self.api_key) if self.api_key else ''!r}, "
+            f"key_source={self.key_source!r}, model={self.model!r})"
+        )
 
 
 def resolve_endpoint(

@@ -179,3 +179,82 @@ def test_image_translate_and_budget_flags(openai_server, tmp_path, capsys):
     assert openai_server.requests[1].json["translation_options"] == {"source_lang": "Chinese", "target_lang": "English"}
     assert main(["run", "x", "--base-url", openai_server.url, "--translate", "Chinese:Elvish"]) == 2
     assert "Elvish" in capsys.readouterr().err
+
+
+def test_a_tool_file_with_a_dataclass_under_future_annotations(openai_server, tmp_path, capsys):
+    path = tmp_path / "dc_tools.py"
+    path.write_text(
+        textwrap.dedent(
+            '''
+            from __future__ import annotations
+            from dataclasses import dataclass
+
+            @dataclass
+            class Point:
+                x: int
+                y: int
+
+            def norm1(x: int, y: int) -> int:
+                """Manhattan norm."""
+                p = Point(x, y)
+                return abs(p.x) + abs(p.y)
+            '''
+        )
+    )
+    openai_server.script(tool_call_reply("norm1", {"x": 3, "y": -4}), text_reply("7"))
+    code = main(["run", "q", "--base-url", openai_server.url, "--api-key", "k",
+                 "--tool", f"{path}:norm1"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert openai_server.requests[1].json["messages"][-1]["content"] == "7"
+
+
+def test_a_tool_file_that_exits_at_import_is_a_usage_error(tmp_path, capsys):
+    path = tmp_path / "exits.py"
+    path.write_text("import sys\nsys.exit(0)\n")
+    code = main(["run", "q", "--base-url", "http://127.0.0.1:9/v1", "--tool", f"{path}:f"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "called sys.exit(0)" in err and len(err.strip().splitlines()) == 1
+
+
+def test_numbers_that_would_switch_a_limit_off_are_refused(capsys):
+    for flag, value in (("--max-cost", "nan"), ("--max-cost", "inf"), ("--temperature", "nan")):
+        code = main(["run", "q", "--base-url", "http://127.0.0.1:9/v1", flag, value])
+        assert code == 2, (flag, value)
+        assert "must be a finite number" in capsys.readouterr().err
+
+
+def test_run_dash_reads_the_prompt_from_standard_input(openai_server):
+    openai_server.script(text_reply("piped"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "run", "-", "--base-url", openai_server.url,
+         "--api-key", "k"],
+        input="What is piped in?", capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "piped"
+    assert openai_server.requests[0].json["messages"][-1]["content"] == "What is piped in?"
+
+
+def test_a_prompt_with_bytes_that_are_not_utf8(openai_server, capsys):
+    """A shell passes undecodable bytes as surrogate escapes; they are sent as U+FFFD."""
+    openai_server.script(text_reply("ok"), text_reply("ok"))
+    prompt = "caf\udce9 au lait"
+    assert main(["run", prompt, "--base-url", openai_server.url, "--api-key", "k"]) == 0
+    assert openai_server.requests[0].json["messages"][-1]["content"] == "caf\ufffd au lait"
+
+    from agent import Agent
+
+    agent = Agent(base_url=openai_server.url, api_key="k")
+    assert agent.run_sync("lone \ud800 surrogate").output == "ok"
+    assert openai_server.requests[1].json["messages"][-1]["content"] == "lone \ufffd surrogate"
+
+
+def test_the_key_never_shows_in_a_repr(openai_server):
+    from agent import Agent
+
+    key = "sk-abcdefghijklmnopqrstuvwxyz0123"
+    agent = Agent(base_url=openai_server.url, api_key=key)
+    assert key not in repr(agent.endpoint)
+    assert "sk-…0123" in repr(agent.endpoint)

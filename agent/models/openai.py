@@ -33,8 +33,9 @@ from agent.errors import (
     ServerError,
 )
 from agent.models.base import ModelRequest, ModelResponse, ResponseMeta
+from agent.secrets import redact, scrub_surrogates
 
-__all__ = ["OpenAIChatModel", "RetryPolicy", "mask_key", "redact"]
+__all__ = ["OpenAIChatModel", "RetryPolicy"]
 
 _KEPT_HEADERS = ("x-account-balance", "x-request-id", "x-dashscope-request-id", "retry-after")
 
@@ -159,18 +160,6 @@ def _finishes(chunk: dict[str, Any]) -> bool:
 def _redacted_preview(raw: bytes, secret: str, limit: int = 200) -> str:
     text = raw[: limit * 4].decode("utf-8", "replace")
     return repr(redact(text, secret)[:limit])
-
-
-def redact(text: str, secret: str) -> str:
-    """Replace every occurrence of `secret` (an API key) in `text` with a short mask."""
-    if secret and len(secret) >= 8 and secret in text:
-        return text.replace(secret, mask_key(secret))
-    return text
-
-
-def mask_key(key: str) -> str:
-    """Show a key as its first 3 and last 4 characters only (`sk-…a1b2`)."""
-    return f"{key[:3]}…{key[-4:]}" if len(key) >= 12 else "…"
 
 
 class OpenAIChatModel:
@@ -299,8 +288,15 @@ class OpenAIChatModel:
             _Failure: The endpoint answered with an error status or could not be reached.
         """
         try:
-            cm = self._client.chat.completions.with_streaming_response.create(**kwargs)
-            response = await cm.__aenter__()
+            try:
+                cm = self._client.chat.completions.with_streaming_response.create(**kwargs)
+                response = await cm.__aenter__()
+            except UnicodeEncodeError:
+                # Text with lone surrogates (bytes from a shell that are not UTF-8) cannot be
+                # encoded; send it with U+FFFD in their place. Checked only when it happens.
+                kwargs["extra_body"] = scrub_surrogates(kwargs["extra_body"])
+                cm = self._client.chat.completions.with_streaming_response.create(**kwargs)
+                response = await cm.__aenter__()
         except openai.APIStatusError as exc:
             retryable = exc.status_code in (408, 409, 429) or exc.status_code >= 500
             raise _Failure(
