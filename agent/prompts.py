@@ -7,10 +7,13 @@ locale and the user's variables, so time-dependent text stays current in long co
 
 from __future__ import annotations
 
+import contextlib
 import locale as _locale
 import os
 import re
 import sys
+import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,13 +44,88 @@ def shipped_templates() -> list[str]:
     return sorted(p.stem for p in templates_dir().glob("*.j2"))
 
 
+MAX_OUTPUT_CHARS = 200_000
+"""The longest system prompt a template may render."""
+MAX_RENDER_SECONDS = 2.0
+"""How long one render may take."""
+
+
+class _RenderLimit(Exception):
+    """A render went past a bound; the message says which."""
+
+
+class _BoundedEnvironment(ImmutableSandboxedEnvironment):
+    """The sandbox, plus bounds on what `**` and `*` may build.
+
+    Intercepting the operators also stops Jinja from folding them at compile time, where
+    `{{ 10**(10**10) }}` would hang inside `Template(...)` itself.
+    """
+
+    intercepted_binops = frozenset({"**", "*"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**":
+            if _is_int(left) and _is_int(right) and right > 0 and abs(left) > 1:
+                if right * abs(left).bit_length() > 4096:
+                    raise _RenderLimit(f"{left} ** {right} is too large a number")
+            elif isinstance(right, float) and right > 1024:
+                raise _RenderLimit(f"{left} ** {right} is too large a number")
+            return left**right
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if (
+                    isinstance(seq, str | list | tuple)
+                    and _is_int(times)
+                    and len(seq) * times > MAX_OUTPUT_CHARS
+                ):
+                    raise _RenderLimit(
+                        f"repeating a value {times} times is longer than "
+                        f"{MAX_OUTPUT_CHARS:,} characters"
+                    )
+            return left * right
+        return super().call_binop(context, operator, left, right)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _environment(search_path: list[str]) -> ImmutableSandboxedEnvironment:
-    return ImmutableSandboxedEnvironment(
+    return _BoundedEnvironment(
         loader=jinja2.FileSystemLoader(search_path),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=False,
         autoescape=False,
     )
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float, env: jinja2.Environment) -> Iterator[None]:
+    """Stop the template code running on this thread once `seconds` have passed.
+
+    A loop that writes nothing calls nothing a sandbox could check, so template frames are
+    traced (only theirs: other frames get no local tracer) and checked every 1,000 lines.
+    """
+    end = time.monotonic() + seconds
+    previous = sys.gettrace()
+    lines = 0
+
+    def local(frame: Any, event: str, arg: Any) -> Any:
+        nonlocal lines
+        lines += 1
+        if lines % 1000 == 0 and time.monotonic() > end:
+            raise _RenderLimit(f"rendering took longer than {seconds:g} s")
+        return local
+
+    def on_call(frame: Any, event: str, arg: Any) -> Any:
+        # Jinja runs a template's code with its environment as a global.
+        return local if frame.f_globals.get("environment") is env else None
+
+    sys.settrace(on_call)
+    try:
+        yield
+    finally:
+        sys.settrace(previous)
 
 
 def _error_line(exc: BaseException, filename: str | None) -> int | None:
@@ -135,6 +213,16 @@ class Template:
                 template=self.label,
                 line=exc.lineno,
             ) from None
+        except UnicodeDecodeError as exc:
+            raise PromptRenderError(
+                f"template {self.label} is not UTF-8 text (byte {exc.start}): save it as UTF-8",
+                template=self.label,
+            ) from None
+        except (RecursionError, MemoryError, _RenderLimit) as exc:
+            raise PromptRenderError(
+                f"template {self.label} could not be compiled: {_describe(exc)}",
+                template=self.label,
+            ) from None
 
     @classmethod
     def load(cls, name_or_path: str, **kwargs: Any) -> Template:
@@ -173,12 +261,18 @@ class Template:
             PromptRenderError: Naming the template, the line and the undefined variable.
         """
         try:
-            return self._template.render(self.context(**extra)).strip()
+            return self._render(self.context(**extra))
         except jinja2.UndefinedError as exc:
             m = _UNDEFINED.search(str(exc))
             variable = m.group(1) if m else None
             line = _error_line(exc, self._template.filename)
             where = f" on line {line}" if line else ""
+            if variable is None:  # a missing key or attribute, not a variable
+                raise PromptRenderError(
+                    f"template {self.label}{where} failed to render: {exc}",
+                    template=self.label,
+                    line=line,
+                ) from None
             raise PromptRenderError(
                 f"template {self.label}{where} uses undefined variable {variable!r}; "
                 f"pass it with variables={{{variable!r}: ...}} (CLI: --var {variable}=...)",
@@ -193,8 +287,41 @@ class Template:
                 template=self.label,
                 line=line,
             ) from None
+        except (
+            _RenderLimit, RecursionError, MemoryError, OverflowError, ArithmeticError,
+            TypeError, ValueError, LookupError, UnicodeError,
+        ) as exc:  # fmt: skip
+            line = _error_line(exc, self._template.filename)
+            where = f" on line {line}" if line else ""
+            raise PromptRenderError(
+                f"template {self.label}{where} failed to render: {_describe(exc)}",
+                template=self.label,
+                line=line,
+            ) from None
+
+    def _render(self, context: dict[str, Any]) -> str:
+        """Render within MAX_RENDER_SECONDS and MAX_OUTPUT_CHARS."""
+        parts: list[str] = []
+        size = 0
+        with _deadline(MAX_RENDER_SECONDS, self._env):
+            for part in self._template.generate(context):
+                size += len(part)
+                if size > MAX_OUTPUT_CHARS:
+                    raise _RenderLimit(f"the output is longer than {MAX_OUTPUT_CHARS:,} characters")
+                parts.append(part)
+        return "".join(parts).strip()
 
     def render_system(self, agent: Agent) -> str:
         """Render for an agent: its tools and search mode join the variables."""
         tools = [{"name": t.name, "description": t.description} for t in agent.tools]
         return self.render(tools=tools, search_mode=agent.search_mode, model=agent.model.model_name)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "it recurses too deeply (a macro calling itself?)"
+    if isinstance(exc, MemoryError):
+        return "it needs more memory than there is"
+    if isinstance(exc, OverflowError):
+        return f"a number or range is too large ({exc})"
+    return str(exc) or type(exc).__name__
