@@ -535,3 +535,40 @@ def test_schema() -> None:
     assert fn["name"] == "fetch_url"
     assert fn["parameters"]["required"] == ["url"]
     assert fn["parameters"]["properties"]["max_chars"]["default"] == 8000
+
+
+async def test_layered_compression_is_bounded_at_every_layer(server: LocalHTTPServer) -> None:
+    """gzip inside gzip: 2.5 KB on the wire would be 2 GB if every layer were inflated whole."""
+    import gzip
+
+    inner = gzip.compress(b"a" * (200 * 1024 * 1024), compresslevel=9)  # 200 MB of "a"
+    bomb = gzip.compress(inner, compresslevel=9)
+    assert len(bomb) < 10_000
+    server.route(
+        "/bomb.txt", bomb, content_type="text/plain", headers={"Content-Encoding": "gzip, gzip"}
+    )
+    tool = local_tool(max_bytes=30_000)
+    started = time.monotonic()
+    out = await call(tool, url=server.url("/bomb.txt"), max_chars=50_000)
+    assert time.monotonic() - started < 5
+    assert out["text"] == "a" * 30_000
+    assert out["truncated"] is True
+    assert server.requests[0].headers["accept-encoding"] == "gzip, deflate"
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "gzip, identity"])
+async def test_compressed_pages_are_decoded(server: LocalHTTPServer, coding: str) -> None:
+    import gzip
+    import zlib
+
+    text = b"hello " * 100
+    body = zlib.compress(text) if coding == "deflate" else gzip.compress(text)
+    server.route("/c.txt", body, content_type="text/plain", headers={"Content-Encoding": coding})
+    out = await call(local_tool(), url=server.url("/c.txt"))
+    assert out["text"] == text.decode()
+
+
+async def test_an_unknown_content_encoding_is_a_clear_error(server: LocalHTTPServer) -> None:
+    server.route("/z.txt", b"???", content_type="text/plain", headers={"Content-Encoding": "zstd"})
+    with pytest.raises(ToolRetry, match="Content-Encoding 'zstd'"):
+        await call(local_tool(), url=server.url("/z.txt"))

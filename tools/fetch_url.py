@@ -11,6 +11,7 @@ import inspect
 import ipaddress
 import re
 import socket
+import zlib
 from collections.abc import Awaitable, Callable, Iterable
 from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
@@ -424,7 +425,11 @@ def make_fetch_url(
             request = c.build_request(
                 "GET",
                 url.copy_with(host=str(ip)),
-                headers={"Host": url.netloc.decode("ascii"), "Accept": _ACCEPT},
+                headers={
+                    "Host": url.netloc.decode("ascii"),
+                    "Accept": _ACCEPT,
+                    "Accept-Encoding": "gzip, deflate",  # what decode_body can bound
+                },
                 extensions=extensions,
                 timeout=timeout,
             )
@@ -435,16 +440,26 @@ def make_fetch_url(
         raise ToolRetry(describe_http_error(last, host, timeout)) from last
 
     async def read_limited(response: httpx.Response) -> tuple[bytes, bool]:
+        # Raw bytes, decoded here: httpx would inflate each chunk through every
+        # Content-Encoding layer at once, so "gzip, gzip" turns kilobytes into gigabytes.
         chunks: list[bytes] = []
         size = 0
-        async for chunk in response.aiter_bytes():
+        cut = False
+        async for chunk in response.aiter_raw():
             room = max_bytes - size
             if len(chunk) > room:
                 chunks.append(chunk[:room])
-                return b"".join(chunks), True
+                cut = True
+                break
             chunks.append(chunk)
             size += len(chunk)
-        return b"".join(chunks), False
+        raw = b"".join(chunks)
+        encodings = content_encodings(response.headers.get("content-encoding", ""))
+        if not encodings:
+            return raw, cut
+        # Inflating is CPU work: off the event loop, so other runs are not stalled.
+        body, inflated_cut = await asyncio.to_thread(decode_body, raw, encodings, max_bytes)
+        return body, cut or inflated_cut
 
     async def run(c: httpx.AsyncClient, start: httpx.URL, max_chars: int) -> dict[str, Any]:
         import httpx
@@ -528,3 +543,40 @@ def make_fetch_url(
 
 
 fetch_url = make_fetch_url()
+
+
+def content_encodings(header: str) -> list[str]:
+    """Return the codings of a Content-Encoding header that need undoing, in applied order.
+
+    Raises:
+        ToolRetry: A coding other than gzip or deflate.
+    """
+    codings = [c.strip().lower() for c in header.split(",") if c.strip()]
+    codings = [c for c in codings if c != "identity"]
+    for coding in codings:
+        if coding not in ("gzip", "x-gzip", "deflate"):
+            raise ToolRetry(f"the page is sent with Content-Encoding {coding!r}, not supported")
+    return codings
+
+
+def decode_body(raw: bytes, codings: list[str], limit: int) -> tuple[bytes, bool]:
+    """Undo `codings` (last applied first), never holding more than `limit` bytes of any layer.
+
+    Returns:
+        The decoded body, and whether it was cut at `limit`.
+    """
+    data = raw
+    cut = False
+    for coding in reversed(codings):
+        if coding == "deflate" and data[:1] != b"\x78":  # raw deflate, no zlib header
+            decoder = zlib.decompressobj(-zlib.MAX_WBITS)
+        else:
+            decoder = zlib.decompressobj(16 + zlib.MAX_WBITS if coding != "deflate" else 15)
+        try:
+            out = decoder.decompress(data, limit + 1)
+        except zlib.error as exc:
+            raise ToolRetry(f"the page's {coding} encoding is corrupt: {exc}") from None
+        if len(out) > limit:
+            out, cut = out[:limit], True
+        data = out
+    return data, cut
