@@ -1,10 +1,19 @@
-"""Measure the embedded local model on this machine: load, prompt and generation speed, TTFT.
+"""qwenloop's local backend against raw llama-cpp-python: same build, same weights, same prompts.
 
-Usage: python bench/local_speed.py [--reps 3] [--threads N] [--prompt-tokens 512] [--gen-tokens 64]
+Usage: python bench/local_speed.py [--reps 5] [--threads N]
 
-Figures are medians over the repetitions. Prompt processing and generation are timed on
-llama.cpp directly; time to first token (TTFT) goes through LocalChatModel.stream, cold (KV cache
-cleared) and warm (the same conversation prefix already evaluated, as on an agent's next turn).
+Both sides load the same GGUF with the same settings, one `Llama` each. Every case runs on both
+sides in turn, in alternating order, so load on the machine hits both alike; figures are medians.
+
+- chat, cold: a plain question with an empty KV cache. Time to first token (TTFT; qwenloop: the
+  first streamed content chunk), prompt tokens/s (prompt / TTFT) and generation tokens/s.
+- tool-call turn, cold: the demo's first turn with the built-in calculator and current_time
+  schemas: qwenloop renders, generates and parses the call; raw generates from the same prompt.
+- answer turn after the tool call: the agent's second turn, whose prompt extends the first
+  turn's. qwenloop keeps the KV cache of the shared prefix ("warm"); "cold" clears it first, as a
+  backend without prefix reuse would.
+
+Goal: qwenloop within 10% of raw on every figure.
 """
 
 from __future__ import annotations
@@ -12,123 +21,191 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import resource
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 from agent.models.base import ModelRequest, ResponseMeta
+from agent.models.llama_runner import open_llama, require_llama_cpp
 from agent.models.local import LocalChatModel
 from tools import get_builtin
 
-# The built-in tools the demo offers, with their real schemas.
 TOOLS = [get_builtin(name).openai_schema() for name in ("calculator", "current_time")]
+SYSTEM = "Use the tools when needed, then answer the user's question with the tool results."
+QUESTION = "How many seconds are in a week?"
+CHAT = "Write a short paragraph about the history of the number zero."
+GEN_TOKENS = 64
 
 
-def rss_mb() -> float:
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+class Raw:
+    """llama-cpp-python used by hand: tokenize, generate, stop at end-of-generation."""
+
+    def __init__(self, llama_cpp: Any, path: str, threads: int, n_ctx: int) -> None:
+        self.llama = open_llama(
+            llama_cpp,
+            path,
+            extra_buffer_types=True,
+            n_ctx=n_ctx,
+            n_threads=threads,
+            n_threads_batch=threads,
+            seed=0,
+            verbose=False,
+        )
+        vocab = llama_cpp.llama_model_get_vocab(self.llama.model)
+        self.is_eog: Callable[[int], bool] = lambda t: bool(llama_cpp.llama_vocab_is_eog(vocab, t))
+
+    def run(self, prompt: str, max_tokens: int, *, cold: bool) -> dict[str, float]:
+        if cold:
+            self.llama.reset()
+        started = time.perf_counter()
+        tokens = self.llama.tokenize(prompt.encode(), add_bos=False, special=True)
+        ttft = 0.0
+        count = 0
+        for token in self.llama.generate(
+            tokens, temp=0.0, top_k=20, top_p=0.8, min_p=0.0, repeat_penalty=1.0
+        ):
+            if self.is_eog(int(token)):
+                break
+            count += 1
+            # The first token with visible text, as a user of the raw library would show it.
+            if not ttft and self.llama.detokenize([token]).strip():
+                ttft = time.perf_counter() - started
+            if count >= max_tokens:
+                break
+        total = time.perf_counter() - started
+        return figures(len(tokens), count, ttft, total)
 
 
-def raw_speeds(llama: Any, prompt_tokens: int, gen_tokens: int) -> tuple[float, float]:
-    """Return (prompt tokens/s, generated tokens/s) from a cold cache."""
-    text = "The quick brown fox jumps over the lazy dog while the cat watches. " * 200
-    tokens = llama.tokenize(text.encode(), add_bos=False, special=False)[:prompt_tokens]
-    llama.reset()
-    started = time.perf_counter()
-    llama.eval(tokens)
-    prompt_speed = len(tokens) / (time.perf_counter() - started)
-    generated = 0
-    started = time.perf_counter()
-    for _token in llama.generate([], temp=0.0, reset=False):
-        generated += 1
-        if generated >= gen_tokens:
-            break
-    gen_speed = generated / (time.perf_counter() - started)
-    return prompt_speed, gen_speed
+def figures(prompt: int, completion: int, ttft: float, total: float) -> dict[str, float]:
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "ttft": ttft,
+        "prompt_tps": prompt / ttft if ttft else 0.0,
+        "gen_tps": (completion - 1) / (total - ttft) if completion > 1 and total > ttft else 0.0,
+        "seconds": total,
+    }
 
 
-async def first_token(
+async def ours(
     model: LocalChatModel, request: ModelRequest, *, cold: bool
-) -> tuple[float, float, int]:
-    """Return (seconds to the first chunk with content, total seconds, completion tokens)."""
+) -> dict[str, float]:
+    """Stream one request through the backend; TTFT is the first chunk with text or a call.
+
+    A tool call is sent whole when generation ends (its text is held back), so on a tool-call
+    turn TTFT is the whole turn and says nothing about speed: the table shows "-" there.
+    """
     if cold:
-        model._llama.reset()  # a bench may reach inside: drop the KV cache
+        model._runner.llama.reset()  # a bench may reach inside: drop the KV cache
     started = time.perf_counter()
     ttft = 0.0
-    tokens = 0
+    usage: dict[str, Any] = {}
     async for chunk in model.stream(request, ResponseMeta()):
-        if not ttft and chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+        if not ttft and chunk["choices"] and any(
+            chunk["choices"][0]["delta"].get(key) for key in ("content", "tool_calls")
+        ):
             ttft = time.perf_counter() - started
-        if chunk.get("usage"):
-            tokens = chunk["usage"]["completion_tokens"]
-    return ttft, time.perf_counter() - started, tokens
+        usage = chunk.get("usage") or usage
+    total = time.perf_counter() - started
+    result = figures(usage["prompt_tokens"], usage["completion_tokens"], ttft, total)
+    result["cached_tokens"] = usage["prompt_tokens_details"]["cached_tokens"]
+    return result
+
+
+def request(messages: list[dict[str, Any]], tools: bool, max_tokens: int) -> ModelRequest:
+    return ModelRequest(
+        model="local",
+        messages=messages,
+        tools=TOOLS if tools else None,
+        params={"temperature": 0, "top_k": 20, "top_p": 0.8, "repeat_penalty": 1.0,
+                "max_tokens": max_tokens},
+    )
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--prompt-tokens", type=int, default=512)
-    parser.add_argument("--gen-tokens", type=int, default=64)
     args = parser.parse_args()
+    threads = args.threads or len(os.sched_getaffinity(0))
 
-    model = LocalChatModel(n_ctx=4096, n_threads=args.threads)
+    model = LocalChatModel(n_ctx=4096, n_threads=threads, extra_buffer_types=True)
     await model.load()
-    llama = model._llama
+    raw = Raw(require_llama_cpp(), str(model.model_path), threads, 4096)
+    assert model._template is not None
     print(f"model     {model.model_path}")
-    print(f"threads   {llama.n_threads if hasattr(llama, 'n_threads') else args.threads}")
-    print(f"load      {model.load_seconds:.2f} s, RSS after load {rss_mb():.0f} MB")
+    print(f"threads   {threads}; load {model.load_seconds:.2f} s")
     print(f"loadavg   {os.getloadavg()[0]:.2f} (other work on the machine slows every figure)")
 
-    prompt_speeds, gen_speeds = [], []
-    for _ in range(args.reps):
-        prompt_speed, gen_speed = await asyncio.to_thread(
-            raw_speeds, llama, args.prompt_tokens, args.gen_tokens
-        )
-        prompt_speeds.append(prompt_speed)
-        gen_speeds.append(gen_speed)
+    # The agent's two turns, as the loop would send them.
+    first = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": QUESTION}]
+    call_turn = await model.complete(request(first, True, 128))
+    message = call_turn.body["choices"][0]["message"]
+    assert message.get("tool_calls"), f"the model did not call a tool: {message}"
+    call = message["tool_calls"][0]
+    second = [*first, message, {"role": "tool", "tool_call_id": call["id"], "content": "604800"}]
+    print(f"tool call {call['function']['name']}({call['function']['arguments']})")
 
-    chat = ModelRequest(
-        model="local",
-        messages=[{"role": "user", "content": "Name three prime numbers, briefly."}],
-        params={"temperature": 0, "max_tokens": 32},
-    )
-    agent_turn = ModelRequest(
-        model="local",
-        messages=[{"role": "user", "content": "How many seconds are in a week?"}],
-        tools=TOOLS,
-        params={"temperature": 0, "max_tokens": 64},
-    )
-    cold, warm, turns = [], [], []
-    for _ in range(args.reps):
-        cold.append((await first_token(model, chat, cold=True))[0])
-        warm.append((await first_token(model, chat, cold=False))[0])
-        turns.append((await first_token(model, agent_turn, cold=True))[1])
-    rendered_tokens = (await model.complete(agent_turn)).body["usage"]["prompt_tokens"]
-    print(f"peak RSS  {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    chat = request([{"role": "user", "content": CHAT}], False, GEN_TOKENS)
+    cases = {
+        "chat, cold": chat,
+        "tool-call turn, cold": request(first, True, 128),
+        "answer turn, cold cache": request(second, True, 128),
+    }
+    results: dict[tuple[str, str], list[dict[str, float]]] = {}
+    for rep in range(args.reps):
+        for name, req in cases.items():
+            prompt = model._template.render(req.messages, req.tools, req.params)
+            max_tokens = int(req.params["max_tokens"])
+            sides = [
+                ("raw", lambda p=prompt, m=max_tokens: asyncio.to_thread(raw.run, p, m, cold=True)),
+                ("qwenloop", lambda r=req: ours(model, r, cold=True)),
+            ]
+            for side, run in sides if rep % 2 == 0 else sides[::-1]:
+                results.setdefault((name, side), []).append(await run())
+        # The warm answer turn: the tool-call turn just ran, so its prefix is in the KV cache.
+        for side in ("raw", "qwenloop"):
+            if side == "raw":
+                await asyncio.to_thread(
+                    raw.run, model._template.render(first, TOOLS, {}), 128, cold=True
+                )
+                prompt = model._template.render(second, TOOLS, {})
+                figures_ = await asyncio.to_thread(raw.run, prompt, 128, cold=False)
+            else:
+                await ours(model, request(first, True, 128), cold=True)
+                figures_ = await ours(model, request(second, True, 128), cold=False)
+            results.setdefault(("answer turn, warm cache", side), []).append(figures_)
+
     await model.aclose()
-
-    rows = [
-        (
-            f"prompt processing ({args.prompt_tokens} tok)",
-            statistics.median(prompt_speeds),
-            "tok/s",
-        ),
-        (f"generation ({args.gen_tokens} tok)", statistics.median(gen_speeds), "tok/s"),
-        ("TTFT, short chat, cold cache", statistics.median(cold), "s"),
-        ("TTFT, short chat, warm cache", statistics.median(warm), "s"),
-        (f"tool-call turn, cold ({rendered_tokens} prompt tok)", statistics.median(turns), "s"),
-    ]
-    print(f"\n{'measure (median of ' + str(args.reps) + ')':<44} {'value':>9}  unit")
-    for name, value, unit in rows:
-        print(f"{name:<44} {value:>9.2f}  {unit}")
+    print(f"\nmedians of {args.reps} runs each, interleaved")
+    print(f"{'case':<26} {'side':<9} {'prompt':>6} {'cached':>6} {'TTFT s':>7} "
+          f"{'prompt t/s':>10} {'gen t/s':>8} {'total s':>8}")
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for (name, side), runs in results.items():
+        med = {key: statistics.median(run.get(key, 0.0) for run in runs) for key in runs[0]}
+        summary.setdefault(name, {})[side] = med
+        call_turn = name.startswith("tool-call") and side == "qwenloop"
+        ttft, prompt_tps, gen_tps = (
+            ("-", "-", "-") if call_turn
+            else (f"{med['ttft']:.3f}", f"{med['prompt_tps']:.1f}", f"{med['gen_tps']:.1f}")
+        )
+        print(f"{name:<26} {side:<9} {med['prompt_tokens']:>6.0f}"
+              f" {med.get('cached_tokens', 0):>6.0f} {ttft:>7}"
+              f" {prompt_tps:>10} {gen_tps:>8} {med['seconds']:>8.2f}")
+    print("\nqwenloop / raw (1.00 = the same; time: lower is better, speed: higher is better)")
+    for name, sides in summary.items():
+        if "raw" in sides and "qwenloop" in sides:
+            ours_, theirs = sides["qwenloop"], sides["raw"]
+            keys = ("seconds",) if name.startswith("tool-call") else (
+                "ttft", "prompt_tps", "gen_tps", "seconds"
+            )
+            ratios = {key: ours_[key] / theirs[key] for key in keys if theirs[key]}
+            print(f"{name:<26} " + "  ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
+    warm = summary["answer turn, warm cache"]["qwenloop"]["seconds"]
+    cold = summary["answer turn, cold cache"]["qwenloop"]["seconds"]
+    print(f"\nKV-cache reuse on the answer turn: {cold:.2f} s cold -> {warm:.2f} s warm "
+          f"({cold / warm:.2f}x)")
 
 
 if __name__ == "__main__":
