@@ -139,6 +139,7 @@ def fake_llama(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> type[FakeLlam
     # The CPU probe's child always succeeds here (the real probe is tested in test_cpu_guard).
     guard = CpuGuard(cache_dir=tmp_path / "cpu-probe", probe_command=[sys.executable, "-c", ""])
     monkeypatch.setattr(local_module, "_DEFAULT_GUARD", guard)
+    monkeypatch.setenv("QWENLOOP_CACHE", str(tmp_path / "cache"))
     return FakeLlama
 
 

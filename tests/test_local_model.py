@@ -84,8 +84,8 @@ def evaluate(expression: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def model() -> Iterator[LocalChatModel]:
-    local = LocalChatModel(n_ctx=2048)
+def model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalChatModel]:
+    local = LocalChatModel(n_ctx=2048, prompt_cache=tmp_path_factory.mktemp("prompt-cache"))
     yield local
     asyncio.run(local.aclose())
 
@@ -191,3 +191,26 @@ def test_extra_buffer_types_can_be_switched_off_for_one_load() -> None:
         llama.close()
     # The override lasted for that load only.
     assert llama_cpp.llama_cpp.llama_model_default_params().use_extra_bufts is True
+
+
+async def test_a_new_process_resumes_the_prompt_from_the_disk_cache(tmp_path) -> None:
+    """A second model (as in a new process) loads the first one's KV snapshot, same answer."""
+    request = first_turn()
+    first = LocalChatModel(n_ctx=2048, prompt_cache=tmp_path)
+    try:
+        one = (await first.complete(request)).body
+    finally:
+        await first.aclose()
+    assert one["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    assert list((tmp_path / "kv").glob("*/*.kv")), "no snapshot was saved"
+
+    second = LocalChatModel(n_ctx=2048, prompt_cache=tmp_path)
+    try:
+        two = (await second.complete(first_turn())).body
+    finally:
+        await second.aclose()
+    usage = two["usage"]
+    assert usage["prompt_tokens_details"]["cached_tokens"] == usage["prompt_tokens"] - 1
+    assert two["choices"][0]["message"]["tool_calls"][0]["function"] == (
+        one["choices"][0]["message"]["tool_calls"][0]["function"]
+    )

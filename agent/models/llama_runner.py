@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import ctypes
+import hashlib
 import json
+import logging
+import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +26,9 @@ from typing import Any
 
 from agent.errors import BadRequestError, ConfigError
 
-__all__ = ["LlamaRunner", "Outcome", "Sampling", "open_llama", "require_llama_cpp"]
+__all__ = ["LlamaRunner", "Outcome", "PromptCache", "Sampling", "open_llama", "require_llama_cpp"]
+
+logger = logging.getLogger(__name__)
 
 # llama.cpp's model parameters are fixed inside `Llama.__init__`; this lock guards the brief
 # override of their defaults in `open_llama` against a second load in another thread.
@@ -106,9 +113,19 @@ class LlamaRunner:
         n_threads: CPU threads for llama.cpp.
         seed: The seed set at load.
         verbose: Let llama.cpp print its own logs to stderr.
+        prompt_cache: Snapshots of the KV cache on disk, shared by processes (None: off).
     """
 
-    def __init__(self, *, n_ctx: int, n_threads: int, seed: int, verbose: bool) -> None:
+    def __init__(
+        self,
+        *,
+        n_ctx: int,
+        n_threads: int,
+        seed: int,
+        verbose: bool,
+        prompt_cache: PromptCache | None = None,
+    ) -> None:
+        self.prompt_cache = prompt_cache
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.seed = seed
@@ -197,6 +214,8 @@ class LlamaRunner:
             )
         limit = min(sampling.max_tokens or room, room)
         outcome.prompt_tokens = len(tokens)
+        if self.prompt_cache is not None:
+            self.prompt_cache.restore(llama, tokens, _cached_prefix(llama, tokens))
         outcome.cached_tokens = _cached_prefix(llama, tokens)
         grammar = _grammar(sampling.response_format) if constrain_json else None
         llama.set_seed(sampling.seed)
@@ -234,6 +253,9 @@ class LlamaRunner:
         if len(text) > shown:
             emit(text[shown:])
         outcome.completion_tokens = generated
+        evaluated = outcome.prompt_tokens - outcome.cached_tokens
+        if self.prompt_cache is not None and evaluated >= PromptCache.MIN_NEW_TOKENS:
+            self.prompt_cache.save(llama)
 
     def _tokens(self, prompt: list[int], sampling: Sampling, grammar: Any) -> Iterator[int]:
         # llama.generate keeps the KV cache of the longest prefix this prompt shares with the
@@ -250,6 +272,138 @@ class LlamaRunner:
             frequency_penalty=sampling.frequency_penalty,
             grammar=grammar,
         )
+
+
+class PromptCache:
+    """Snapshots of llama.cpp's KV cache on disk, so a new process skips a prompt it has seen.
+
+    An agent's prompts start with the same system prompt and tool schemas: hundreds of tokens
+    that a CPU reads at tens of tokens per second. After a generation that evaluated many new
+    prompt tokens, the KV cache is saved (token ids and llama.cpp's state); before a generation
+    whose prompt shares a longer prefix with a snapshot than with the live cache, the snapshot is
+    loaded. llama.cpp then evaluates only the rest. Snapshots are keyed by the model file, the
+    llama.cpp build and the context size; the oldest beyond `max_entries` are removed.
+
+    Args:
+        directory: Where the snapshots of this model live.
+        max_entries: Snapshots kept.
+    """
+
+    MIN_NEW_TOKENS = 64  # a prompt that evaluated fewer new tokens is not worth saving
+    MIN_SHARED_TOKENS = 32  # a snapshot sharing fewer tokens is not worth loading
+
+    def __init__(self, directory: Path, *, max_entries: int = 8) -> None:
+        self.directory = directory
+        self.max_entries = max_entries
+
+    @classmethod
+    def for_model(cls, cache_dir: Path, model_path: Path, n_ctx: int) -> PromptCache:
+        """Return the cache for one model file, llama.cpp build and context size."""
+        import importlib.metadata
+
+        try:
+            build = importlib.metadata.version("llama-cpp-python")
+        except importlib.metadata.PackageNotFoundError:
+            build = "unknown"
+        stat = model_path.stat()
+        key = f"{model_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{build}:{n_ctx}"
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        return cls(cache_dir / "kv" / digest)
+
+    def restore(self, llama: Any, tokens: list[int], live: int) -> None:
+        """Load the snapshot sharing the longest prefix with `tokens` if it beats the live cache."""
+        best: tuple[int, Path] | None = None
+        with contextlib.suppress(OSError):
+            for ids_file in self.directory.glob("*.ids"):
+                try:
+                    ids = json.loads(ids_file.read_text("utf-8"))
+                except (OSError, ValueError):
+                    continue
+                shared = _shared_prefix(ids, tokens)
+                worth_it = shared >= self.MIN_SHARED_TOKENS and shared > live + 16
+                if worth_it and (best is None or shared > best[0]):
+                    best = (shared, ids_file)
+        if best is None:
+            return
+        ids_file = best[1]
+        try:
+            ids = json.loads(ids_file.read_text("utf-8"))
+            state = ids_file.with_suffix(".kv").read_bytes()
+            loaded = _load_state(llama, ids, state)
+        except (OSError, ValueError, AttributeError, TypeError):
+            return
+        if not loaded:
+            logger.warning("a KV-cache snapshot did not fit this context; removed %s", ids_file)
+            _remove(ids_file)
+            return
+        os.utime(ids_file)  # most recently used
+
+    def save(self, llama: Any) -> None:
+        """Save the live KV cache as a snapshot (best effort: a failure only costs speed)."""
+        try:
+            ids = [int(t) for t in llama.input_ids[: llama.n_tokens]]
+            state = _state_bytes(llama)
+            if state is None:
+                return
+            self.directory.mkdir(parents=True, exist_ok=True)
+            name = hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:24]
+            _write_atomic(self.directory / f"{name}.kv", state)
+            _write_atomic(self.directory / f"{name}.ids", json.dumps(ids).encode())
+            snapshots = sorted(self.directory.glob("*.ids"), key=lambda p: p.stat().st_mtime)
+            for old in snapshots[: max(0, len(snapshots) - self.max_entries)]:
+                _remove(old)
+        except (OSError, RuntimeError, ValueError, TypeError, AttributeError) as exc:
+            logger.warning("could not save a KV-cache snapshot: %s", exc)
+
+
+def _shared_prefix(a: list[int], b: list[int]) -> int:
+    shared = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        shared += 1
+    return shared
+
+
+def _state_bytes(llama: Any) -> bytes | None:
+    import llama_cpp
+
+    ctx = llama._ctx.ctx  # the llama_context pointer of this Llama
+    size = int(llama_cpp.llama_state_get_size(ctx))
+    buffer = (ctypes.c_uint8 * size)()
+    written = int(llama_cpp.llama_state_get_data(ctx, buffer, size))
+    if written <= 0 or written > size:
+        return None
+    return bytes(buffer)[:written]
+
+
+def _load_state(llama: Any, ids: list[int], state: bytes) -> bool:
+    import llama_cpp
+
+    if len(ids) > llama.n_ctx():
+        return False
+    buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+    if int(llama_cpp.llama_state_set_data(llama._ctx.ctx, buffer, len(state))) != len(state):
+        llama.reset()
+        return False
+    llama.input_ids[: len(ids)] = ids
+    llama.n_tokens = len(ids)
+    # The logits are not part of the snapshot: make llama.generate evaluate at least one token.
+    if hasattr(llama, "_requires_eval"):
+        llama._requires_eval = True
+    return True
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
+        handle.write(data)
+    os.replace(handle.name, path)
+
+
+def _remove(ids_file: Path) -> None:
+    for path in (ids_file, ids_file.with_suffix(".kv")):
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 def _token_text(llama: Any, token: int) -> str:

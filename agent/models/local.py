@@ -25,8 +25,14 @@ from agent.errors import BadRequestError, ConfigError, ModelNotSupportedError
 from agent.models.base import ModelRequest, ModelResponse, ResponseMeta
 from agent.models.chat_template import ChatTemplate
 from agent.models.cpu_guard import CpuGuard
-from agent.models.llama_runner import LlamaRunner, Outcome, Sampling, require_llama_cpp
-from agent.models.weights import resolve_model_path
+from agent.models.llama_runner import (
+    LlamaRunner,
+    Outcome,
+    PromptCache,
+    Sampling,
+    require_llama_cpp,
+)
+from agent.models.weights import default_cache_dir, resolve_model_path
 from agent.textcalls import ParsedText, StreamScanner, parse_tool_calls
 
 __all__ = ["DEFAULT_LOCAL_MODEL", "LocalChatModel"]
@@ -90,6 +96,7 @@ class LocalChatModel:
         model_name: str = DEFAULT_LOCAL_MODEL,
         extra_buffer_types: bool | None = None,
         cpu_guard: CpuGuard | None = None,
+        prompt_cache: bool | str | os.PathLike[str] = True,
     ) -> None:
         """Configure the model; nothing is loaded until the first request.
 
@@ -105,6 +112,9 @@ class LocalChatModel:
                 weight-repacking kernels); None lets the CPU probe decide. Giving True or False
                 skips the probe.
             cpu_guard: The probe to consult (default: one per process, cached on disk).
+            prompt_cache: Keep snapshots of the KV cache on disk, so a new process does not
+                read the same system prompt and tools again: True for `kv/` in the model cache
+                (`$QWENLOOP_CACHE`, else `~/.cache/qwenloop`), a directory, or False.
         """
         self.model_name = model_name
         self.provider = "local"
@@ -114,6 +124,8 @@ class LocalChatModel:
             n_ctx=n_ctx, n_threads=n_threads or _available_cpus(), seed=seed, verbose=verbose
         )
         self._seed = seed
+        self._n_ctx = n_ctx
+        self._prompt_cache = prompt_cache
         self._extra_buffer_types = extra_buffer_types
         self._cpu_guard = cpu_guard
         self._template: ChatTemplate | None = None
@@ -345,6 +357,9 @@ class LocalChatModel:
         if extra_buffer_types is None:
             extra_buffer_types = self._guard().check(path).extra_buffer_types
         self._runner.load(path, extra_buffer_types=extra_buffer_types)
+        if self._prompt_cache is not False:
+            where = default_cache_dir() if self._prompt_cache is True else Path(self._prompt_cache)
+            self._runner.prompt_cache = PromptCache.for_model(where, path, self._n_ctx)
         try:
             self._template = ChatTemplate(
                 self._runner.chat_template, self._runner.special_tokens
