@@ -27,3 +27,12 @@ def test_every_public_error_and_event_is_exported():
     for mod in (errors, events):
         for name in mod.__all__:
             assert name in agent.__all__, name
+
+
+def test_tests_cannot_reach_beyond_loopback() -> None:
+    import socket
+
+    import pytest
+
+    with socket.socket() as sock, pytest.raises(ConnectionRefusedError, match="only connect"):
+        sock.connect(("192.0.2.1", 80))  # TEST-NET-1: refused before any packet is sent
