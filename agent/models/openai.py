@@ -142,13 +142,15 @@ async def _close_quietly(cm: Any) -> None:
         await cm.__aexit__(None, None, None)
 
 
-def _substantive(chunk: dict[str, Any]) -> bool:
-    """Whether a stream chunk carries part of the reply (not just a role or usage)."""
+def _shown(chunk: dict[str, Any]) -> bool:
+    """Whether a stream chunk carries text the caller shows as it arrives.
+
+    Tool-call deltas are not shown (a call is announced when it runs), so a stream that holds
+    only calls can be held back whole and retried if it breaks off.
+    """
     for choice in chunk.get("choices") or ():
         delta = choice.get("delta") or choice.get("message") or {}
         if any(delta.get(key) for key in ("content", "reasoning_content", "reasoning")):
-            return True
-        if delta.get("tool_calls"):
             return True
     return False
 
@@ -420,9 +422,10 @@ class OpenAIChatModel:
         Reads Server-Sent Events line by line so that non-standard lines survive: an `error:`
         line (llama.cpp) or a `data:` event holding an `error` object raises `ModelStreamError`.
         A stream must end with `data: [DONE]` or a `finish_reason`; one that ends without either
-        was cut, and raises `ModelStreamError`. Until the first chunk with content, reasoning or
-        a tool call has been yielded, a failed or cut stream is retried like a failed request;
-        after that it ends with `ModelStreamError` (the caller already has part of the reply).
+        was cut, and raises `ModelStreamError`. Chunks are held back until the first one with
+        text (content or reasoning), so until then a failed or cut stream is retried like a
+        failed request; after that it ends with `ModelStreamError` (the caller has shown part
+        of the reply). A stream of tool calls alone is held whole, and so always retried.
         """
         kwargs = self._kwargs(request, stream=True)
         attempt = 0
@@ -434,8 +437,8 @@ class OpenAIChatModel:
                 try:
                     held: list[dict[str, Any]] = []
                     async for chunk in self._chunks(response):
-                        if not delivered and not _substantive(chunk):
-                            held.append(chunk)  # sent with the first real chunk, if any
+                        if not delivered and not _shown(chunk):
+                            held.append(chunk)  # sent with the first text, or at the end
                             continue
                         for early in held:
                             yield early
