@@ -69,6 +69,8 @@ class Agent:
         accept_truncated: Accept a final answer cut by `max_tokens` (the result's `truncated`
             is then True) instead of raising `TruncatedReplyError`. A tool call cut by the
             limit never runs either way.
+        max_connections: HTTP connections kept for reuse: at least the number of runs you keep
+            in flight at once.
     """
 
     def __init__(
@@ -97,6 +99,7 @@ class Agent:
         max_total_tokens: int | None = None,
         max_cost: float | None = None,
         accept_truncated: bool = False,
+        max_connections: int = 256,
     ) -> None:
         if max_turns < 1:
             raise UserError(f"max_turns must be at least 1, got {max_turns}")
@@ -126,7 +129,9 @@ class Agent:
             self.endpoint = resolve_endpoint(
                 provider, base_url=base_url, api_key=api_key, model=model
             )
-            self.model = _make_model(self.endpoint, retries, timeout, model_path)
+            self.model = _make_model(
+                self.endpoint, retries, timeout, model_path, max_connections
+            )
         if instructions is None and self.model.provider == "local":
             # Measured with the bundled 1.5B model: without this line it often thanks the user
             # for a tool result instead of answering with it (3 of 8 questions right; 8 of 8 with).
@@ -436,7 +441,11 @@ def _resolve_tools(
 
 
 def _make_model(
-    endpoint: ResolvedEndpoint, retries: int, timeout: float, model_path: str | None
+    endpoint: ResolvedEndpoint,
+    retries: int,
+    timeout: float,
+    model_path: str | None,
+    max_connections: int,
 ) -> ChatModel:
     if endpoint.provider.name == "local":
         try:
@@ -455,6 +464,7 @@ def _make_model(
         key_source=endpoint.key_source,
         retry=RetryPolicy(max_retries=retries),
         timeout=timeout,
+        max_connections=max_connections,
     )
 
 

@@ -353,6 +353,7 @@ class _Connection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.server._conns.add(self)
+        self.server._opened += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server._conns.discard(self)
@@ -442,6 +443,7 @@ class ScriptedServer:
         self._failures: list[str] = []
         self._fallback: Callable[[RecordedRequest], Reply] | None = None
         self._conns: set[_Connection] = set()
+        self._opened = 0
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -456,6 +458,16 @@ class ScriptedServer:
     def url(self) -> str:
         """The base URL to give an OpenAI client, e.g. `http://127.0.0.1:PORT/v1`."""
         return f"http://127.0.0.1:{self._port}/v1"
+
+    @property
+    def connections_opened(self) -> int:
+        """How many TCP connections clients have opened so far."""
+        return self._opened
+
+    @property
+    def open_connections(self) -> int:
+        """How many client connections are open now."""
+        return len(self._conns)
 
     @property
     def requests(self) -> list[RecordedRequest]:

@@ -344,3 +344,22 @@ async def test_a_key_echoed_by_the_provider_is_redacted(openai_server: ScriptedS
     assert key not in str(caught.value)
     assert "sk-…1234" in str(caught.value)
     await agent.aclose()
+
+
+async def test_the_connection_pool_holds_as_many_runs_as_asked(
+    openai_server: ScriptedServer,
+) -> None:
+    """With 150 runs in flight and max_connections=150, a second wave reuses every connection
+    (with the SDK's own pool of 100, the second wave opens 50 new ones: 200 in all)."""
+    openai_server.respond_with(lambda request: text_reply("ok", delay=0.05))
+    agent = Agent("qwen-plus", base_url=openai_server.url, api_key="k", max_connections=150)
+    for _ in range(2):
+        results = await asyncio.gather(*(agent.run("q") for _ in range(150)))
+        assert all(r.output == "ok" for r in results)
+    assert openai_server.connections_opened <= 150
+    await agent.aclose()
+    for _ in range(100):  # the server sees the closes a moment later
+        if openai_server.open_connections == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert openai_server.open_connections == 0

@@ -178,6 +178,8 @@ class OpenAIChatModel:
         default_headers: Extra headers for every request.
         stream_usage: Ask for a usage chunk at the end of streams (`stream_options`).
         max_response_bytes: The largest reply accepted; a larger one is a `ModelAPIError`.
+        max_connections: Connections kept open for reuse, per event loop. Size it to the
+            number of runs you keep in flight: past it, requests open new connections.
     """
 
     def __init__(
@@ -193,6 +195,7 @@ class OpenAIChatModel:
         default_headers: dict[str, str] | None = None,
         stream_usage: bool = True,
         max_response_bytes: int = 32 * 1024 * 1024,
+        max_connections: int = 256,
     ) -> None:
         self.model_name = model
         self.timeout = timeout
@@ -203,6 +206,7 @@ class OpenAIChatModel:
         self.key_source = key_source
         self.retry = retry or RetryPolicy()
         self.stream_usage = stream_usage
+        self.max_connections = max_connections
         self._client_args: dict[str, Any] = {
             "api_key": api_key,
             "base_url": base_url,
@@ -220,7 +224,18 @@ class OpenAIChatModel:
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
-            client = openai.AsyncOpenAI(**self._client_args)
+            # The SDK keeps 100 idle connections: with more runs in flight, every other request
+            # would open a new one. Keep as many as the user expects to run at once.
+            limits = openai.DEFAULT_CONNECTION_LIMITS
+            http_client = openai.DefaultAsyncHttpx2Client(
+                limits=type(limits)(
+                    max_connections=max(self.max_connections, limits.max_connections or 0),
+                    max_keepalive_connections=self.max_connections,
+                    keepalive_expiry=limits.keepalive_expiry,
+                ),
+                timeout=self._client_args["timeout"],
+            )
+            client = openai.AsyncOpenAI(**self._client_args, http_client=http_client)
             self._clients[loop] = client
         return client
 
