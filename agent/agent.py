@@ -129,9 +129,7 @@ class Agent:
             self.endpoint = resolve_endpoint(
                 provider, base_url=base_url, api_key=api_key, model=model
             )
-            self.model = _make_model(
-                self.endpoint, retries, timeout, model_path, max_connections
-            )
+            self.model = _make_model(self.endpoint, retries, timeout, model_path, max_connections)
         if instructions is None and self.model.provider == "local":
             # Measured with the bundled 1.5B model: without this line it often thanks the user
             # for a tool result instead of answering with it (3 of 8 questions right; 8 of 8 with).

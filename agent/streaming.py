@@ -106,8 +106,10 @@ def decode_arguments(raw: Any) -> tuple[str, dict[str, Any] | None, str | None]:
             except json.JSONDecodeError as exc:
                 value = _repair(text)
                 if value is None:
-                    return "{}", None, (
-                        f"the arguments are not valid JSON ({exc.msg} at char {exc.pos})"
+                    return (
+                        "{}",
+                        None,
+                        (f"the arguments are not valid JSON ({exc.msg} at char {exc.pos})"),
                     )
         if not isinstance(value, dict):
             return "{}", None, f"the arguments must be a JSON object, got {type(value).__name__}"

@@ -138,8 +138,10 @@ def main() -> None:
         requests = len(server.requests)
 
     duplicates = sum(1 for count in runs_by_id.values() if count > 1)
-    print(f"{args.runs} runs, {args.concurrency} in flight, {seconds:.1f} s; "
-          f"{requests} requests ({requests / args.runs:.2f} per run, 2 without faults)")
+    print(
+        f"{args.runs} runs, {args.concurrency} in flight, {seconds:.1f} s; "
+        f"{requests} requests ({requests / args.runs:.2f} per run, 2 without faults)"
+    )
     print("faults injected: " + ", ".join(f"{k} {v}" for k, v in sorted(faults.items())))
     for name, count in sorted(outcomes.items()):
         print(f"  {name:<40} {count}")

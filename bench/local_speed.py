@@ -88,9 +88,7 @@ def figures(prompt: int, completion: int, ttft: float, total: float) -> dict[str
     }
 
 
-async def ours(
-    model: LocalChatModel, request: ModelRequest, *, cold: bool
-) -> dict[str, float]:
+async def ours(model: LocalChatModel, request: ModelRequest, *, cold: bool) -> dict[str, float]:
     """Stream one request through the backend; TTFT is the first chunk with text or a call.
 
     A tool call is sent whole when generation ends (its text is held back), so on a tool-call
@@ -102,8 +100,10 @@ async def ours(
     ttft = 0.0
     usage: dict[str, Any] = {}
     async for chunk in model.stream(request, ResponseMeta()):
-        if not ttft and chunk["choices"] and any(
-            chunk["choices"][0]["delta"].get(key) for key in ("content", "tool_calls")
+        if (
+            not ttft
+            and chunk["choices"]
+            and any(chunk["choices"][0]["delta"].get(key) for key in ("content", "tool_calls"))
         ):
             ttft = time.perf_counter() - started
         usage = chunk.get("usage") or usage
@@ -118,8 +118,13 @@ def request(messages: list[dict[str, Any]], tools: bool, max_tokens: int) -> Mod
         model="local",
         messages=messages,
         tools=TOOLS if tools else None,
-        params={"temperature": 0, "top_k": 20, "top_p": 0.8, "repeat_penalty": 1.0,
-                "max_tokens": max_tokens},
+        params={
+            "temperature": 0,
+            "top_k": 20,
+            "top_p": 0.8,
+            "repeat_penalty": 1.0,
+            "max_tokens": max_tokens,
+        },
     )
 
 
@@ -179,33 +184,42 @@ async def main() -> None:
 
     await model.aclose()
     print(f"\nmedians of {args.reps} runs each, interleaved")
-    print(f"{'case':<26} {'side':<9} {'prompt':>6} {'cached':>6} {'TTFT s':>7} "
-          f"{'prompt t/s':>10} {'gen t/s':>8} {'total s':>8}")
+    print(
+        f"{'case':<26} {'side':<9} {'prompt':>6} {'cached':>6} {'TTFT s':>7} "
+        f"{'prompt t/s':>10} {'gen t/s':>8} {'total s':>8}"
+    )
     summary: dict[str, dict[str, dict[str, float]]] = {}
     for (name, side), runs in results.items():
         med = {key: statistics.median(run.get(key, 0.0) for run in runs) for key in runs[0]}
         summary.setdefault(name, {})[side] = med
         call_turn = name.startswith("tool-call") and side == "qwenloop"
         ttft, prompt_tps, gen_tps = (
-            ("-", "-", "-") if call_turn
+            ("-", "-", "-")
+            if call_turn
             else (f"{med['ttft']:.3f}", f"{med['prompt_tps']:.1f}", f"{med['gen_tps']:.1f}")
         )
-        print(f"{name:<26} {side:<9} {med['prompt_tokens']:>6.0f}"
-              f" {med.get('cached_tokens', 0):>6.0f} {ttft:>7}"
-              f" {prompt_tps:>10} {gen_tps:>8} {med['seconds']:>8.2f}")
+        print(
+            f"{name:<26} {side:<9} {med['prompt_tokens']:>6.0f}"
+            f" {med.get('cached_tokens', 0):>6.0f} {ttft:>7}"
+            f" {prompt_tps:>10} {gen_tps:>8} {med['seconds']:>8.2f}"
+        )
     print("\nqwenloop / raw (1.00 = the same; time: lower is better, speed: higher is better)")
     for name, sides in summary.items():
         if "raw" in sides and "qwenloop" in sides:
             ours_, theirs = sides["qwenloop"], sides["raw"]
-            keys = ("seconds",) if name.startswith("tool-call") else (
-                "ttft", "prompt_tps", "gen_tps", "seconds"
+            keys = (
+                ("seconds",)
+                if name.startswith("tool-call")
+                else ("ttft", "prompt_tps", "gen_tps", "seconds")
             )
             ratios = {key: ours_[key] / theirs[key] for key in keys if theirs[key]}
             print(f"{name:<26} " + "  ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
     warm = summary["answer turn, warm cache"]["qwenloop"]["seconds"]
     cold = summary["answer turn, cold cache"]["qwenloop"]["seconds"]
-    print(f"\nKV-cache reuse on the answer turn: {cold:.2f} s cold -> {warm:.2f} s warm "
-          f"({cold / warm:.2f}x)")
+    print(
+        f"\nKV-cache reuse on the answer turn: {cold:.2f} s cold -> {warm:.2f} s warm "
+        f"({cold / warm:.2f}x)"
+    )
 
 
 if __name__ == "__main__":

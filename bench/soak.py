@@ -104,14 +104,22 @@ def main() -> None:
         stop.set()
     opened, requests = stats_queue.get(timeout=30)
     proc.join(timeout=10)
-    print(f"{figures['runs']} runs ({figures['errors']} errors) in {elapsed:.0f} s, "
-          f"{args.in_flight} in flight, max_connections {limit}: {requests} requests")
-    print(f"RSS MB      start {figures['rss_start']:.0f}, after 10% {figures['rss_early']:.0f}, "
-          f"after 90% {figures['rss_late']:.0f}, after aclose {figures['rss_end']:.0f}")
-    print(f"open fds    start {figures['fds_start']}, busy {figures['fds_busy']}, "
-          f"after aclose {figures['fds_after']}")
-    print(f"connections {opened} opened for {requests} requests "
-          f"({opened / max(requests, 1):.3f} per request)")
+    print(
+        f"{figures['runs']} runs ({figures['errors']} errors) in {elapsed:.0f} s, "
+        f"{args.in_flight} in flight, max_connections {limit}: {requests} requests"
+    )
+    print(
+        f"RSS MB      start {figures['rss_start']:.0f}, after 10% {figures['rss_early']:.0f}, "
+        f"after 90% {figures['rss_late']:.0f}, after aclose {figures['rss_end']:.0f}"
+    )
+    print(
+        f"open fds    start {figures['fds_start']}, busy {figures['fds_busy']}, "
+        f"after aclose {figures['fds_after']}"
+    )
+    print(
+        f"connections {opened} opened for {requests} requests "
+        f"({opened / max(requests, 1):.3f} per request)"
+    )
 
 
 if __name__ == "__main__":

@@ -172,11 +172,42 @@ def test_image_translate_and_budget_flags(openai_server, tmp_path, capsys):
     image = tmp_path / "a.png"
     image.write_bytes(PNG_1PX)
     openai_server.script(text_reply("a pixel"), text_reply("Hello"))
-    assert main(["run", "what?", "--base-url", openai_server.url, "--model", "qwen-vl-max", "--image", str(image)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "what?",
+                "--base-url",
+                openai_server.url,
+                "--model",
+                "qwen-vl-max",
+                "--image",
+                str(image),
+            ]
+        )
+        == 0
+    )
     content = openai_server.requests[0].json["messages"][-1]["content"]
     assert content[0]["image_url"]["url"].startswith("data:image/png;base64,")
-    assert main(["run", "你好", "--base-url", openai_server.url, "--model", "qwen-mt-plus", "--translate", "中文:English"]) == 0
-    assert openai_server.requests[1].json["translation_options"] == {"source_lang": "Chinese", "target_lang": "English"}
+    assert (
+        main(
+            [
+                "run",
+                "你好",
+                "--base-url",
+                openai_server.url,
+                "--model",
+                "qwen-mt-plus",
+                "--translate",
+                "中文:English",
+            ]
+        )
+        == 0
+    )
+    assert openai_server.requests[1].json["translation_options"] == {
+        "source_lang": "Chinese",
+        "target_lang": "English",
+    }
     assert main(["run", "x", "--base-url", openai_server.url, "--translate", "Chinese:Elvish"]) == 2
     assert "Elvish" in capsys.readouterr().err
 

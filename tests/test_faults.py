@@ -85,7 +85,9 @@ def ended_early(reply: Reply, events: int) -> Reply:
 # tool calls are held back until the stream is whole).
 FAULTS: dict[str, tuple[Callable[[int, bool], Reply], str, str]] = {
     "429 with Retry-After": (
-        lambda t, s: error_reply(429, "slow down", headers={"retry-after": "0"}), "ok", "ok"
+        lambda t, s: error_reply(429, "slow down", headers={"retry-after": "0"}),
+        "ok",
+        "ok",
     ),
     "429 without Retry-After": (lambda t, s: error_reply(429, "slow down"), "ok", "ok"),
     "500": (lambda t, s: error_reply(500, "internal"), "ok", "ok"),
@@ -96,9 +98,11 @@ FAULTS: dict[str, tuple[Callable[[int, bool], Reply], str, str]] = {
     "truncated body": (lambda t, s: cut_reply(good(t, s)), "shown", "ok"),
     "stall before headers": (lambda t, s: Reply(delay=TIMEOUT * 4), "error", "error"),
     "stall after first event": (
-        lambda t, s: cut_reply(good(t, s), after_events=1, stall=TIMEOUT * 4)
-        if s
-        else cut_reply(good(t, s), after_bytes=5, stall=TIMEOUT * 4),
+        lambda t, s: (
+            cut_reply(good(t, s), after_events=1, stall=TIMEOUT * 4)
+            if s
+            else cut_reply(good(t, s), after_bytes=5, stall=TIMEOUT * 4)
+        ),
         "error",
         "error",
     ),
@@ -247,7 +251,9 @@ async def test_a_tool_call_cut_by_the_token_limit_never_runs(openai_server: Scri
 
 
 @pytest.mark.parametrize("accept", [False, True])
-async def test_an_answer_cut_by_the_token_limit(openai_server: ScriptedServer, accept: bool) -> None:
+async def test_an_answer_cut_by_the_token_limit(
+    openai_server: ScriptedServer, accept: bool
+) -> None:
     openai_server.script(text_reply("The answer is", finish_reason="length"))
     model = OpenAIChatModel("qwen-plus", base_url=openai_server.url, api_key="k")
     agent = Agent(chat_model=model, accept_truncated=accept)

@@ -564,7 +564,8 @@ def crashing_guard(tmp_path: Path) -> CpuGuard:
     """A CPU guard whose probe child dies of SIGILL whatever it tries (a build for another CPU)."""
     crash = "import signal; signal.raise_signal(signal.SIGILL)"
     return CpuGuard(
-        cache_dir=tmp_path / "crash-probe", flags=["avx2", "amx_tile"],
+        cache_dir=tmp_path / "crash-probe",
+        flags=["avx2", "amx_tile"],
         probe_command=[sys.executable, "-c", crash],
     )
 

@@ -211,6 +211,7 @@ async def test_a_new_process_resumes_the_prompt_from_the_disk_cache(tmp_path) ->
         await second.aclose()
     usage = two["usage"]
     assert usage["prompt_tokens_details"]["cached_tokens"] == usage["prompt_tokens"] - 1
-    assert two["choices"][0]["message"]["tool_calls"][0]["function"] == (
-        one["choices"][0]["message"]["tool_calls"][0]["function"]
+    assert (
+        two["choices"][0]["message"]["tool_calls"][0]["function"]
+        == (one["choices"][0]["message"]["tool_calls"][0]["function"])
     )

@@ -43,7 +43,9 @@ def test_no_library_contains_an_amx_or_avx512_instruction() -> None:
     for library in libraries():
         listing = subprocess.run(
             ["objdump", "-d", "--no-show-raw-insn", str(library)],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         assert len(listing) > 1000, f"objdump read nothing from {library}"
         amx = AMX.search(listing)

@@ -127,9 +127,18 @@ async def test_reasoning_null_and_cached_tokens_from_the_reference(openai_server
 
 
 async def test_cached_tokens_are_summed(openai_server, make_agent):
-    usage = {"prompt_tokens": 100, "completion_tokens": 5, "total_tokens": 105,
-             "prompt_tokens_details": {"cached_tokens": 64}}
-    body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}], "usage": usage}
+    usage = {
+        "prompt_tokens": 100,
+        "completion_tokens": 5,
+        "total_tokens": 105,
+        "prompt_tokens_details": {"cached_tokens": 64},
+    }
+    body = {
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
+        ],
+        "usage": usage,
+    }
     openai_server.script(json_reply(body))
     result = await make_agent().run("x")
     assert result.usage.cached_prompt_tokens == 64
@@ -147,7 +156,9 @@ async def test_translation_options_on_the_wire(openai_server, make_agent):
         "target_lang": "English",
     }
     with pytest.raises(UserError, match="Klingon"):
-        make_agent(settings={"translation_options": {"source_lang": "Chinese", "target_lang": "Klingon"}})
+        make_agent(
+            settings={"translation_options": {"source_lang": "Chinese", "target_lang": "Klingon"}}
+        )
 
 
 @tool
@@ -166,7 +177,9 @@ async def test_tool_choice_required_is_emulated_on_dashscope(openai_server, monk
     monkeypatch.setenv("QWENLOOP_BASE_URL", openai_server.url)
     # one tool: "required" becomes a named function on the first turn, then auto
     openai_server.script(tool_call_reply("lookup", {"q": "a"}), text_reply("done"))
-    agent = Agent(provider="dashscope", api_key="k", tools=[lookup], settings={"tool_choice": "required"})
+    agent = Agent(
+        provider="dashscope", api_key="k", tools=[lookup], settings={"tool_choice": "required"}
+    )
     await agent.run("x")
     first, second = openai_server.requests
     assert first.json["tool_choice"] == {"type": "function", "function": {"name": "lookup"}}
@@ -175,11 +188,20 @@ async def test_tool_choice_required_is_emulated_on_dashscope(openai_server, monk
     # several tools: never sent; a direct answer is re-asked once
     openai_server.reset()
     openai_server.script(text_reply("lazy"), tool_call_reply("other", {"q": "b"}), text_reply("ok"))
-    agent = Agent(provider="dashscope", api_key="k", tools=[lookup, other], settings={"tool_choice": "required"})
+    agent = Agent(
+        provider="dashscope",
+        api_key="k",
+        tools=[lookup, other],
+        settings={"tool_choice": "required"},
+    )
     result = await agent.run("x")
     assert result.output == "ok"
     assert all("tool_choice" not in r.json for r in openai_server.requests)
-    assert openai_server.requests[1].json["messages"][-1]["content"].startswith("Call one of the tools")
+    assert (
+        openai_server.requests[1]
+        .json["messages"][-1]["content"]
+        .startswith("Call one of the tools")
+    )
     await agent.aclose()
 
 
@@ -191,12 +213,17 @@ async def test_tool_choice_required_is_sent_where_supported(openai_server, make_
 
 
 async def test_tool_choice_none_and_named(openai_server, make_agent):
-    openai_server.script(text_reply("no tools"), tool_call_reply("other", {"q": "x"}), text_reply("ok"))
+    openai_server.script(
+        text_reply("no tools"), tool_call_reply("other", {"q": "x"}), text_reply("ok")
+    )
     agent = make_agent(lookup, other)
     await agent.run("x", settings={"tool_choice": "none"})
     assert openai_server.requests[0].json["tool_choice"] == "none"
     await agent.run("x", settings={"tool_choice": "other"})
-    assert openai_server.requests[1].json["tool_choice"] == {"type": "function", "function": {"name": "other"}}
+    assert openai_server.requests[1].json["tool_choice"] == {
+        "type": "function",
+        "function": {"name": "other"},
+    }
     with pytest.raises(UserError, match="not a tool"):
         await agent.run("x", settings={"tool_choice": "ghost"})
 

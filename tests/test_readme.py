@@ -29,7 +29,9 @@ def respond(request):
     if body.get("tools") and body["messages"][-1]["role"] == "user":
         fn = body["tools"][0]["function"]
         props = fn["parameters"].get("properties", {})
-        args = {k: SAMPLES.get(props[k].get("type"), "x") for k in fn["parameters"].get("required", [])}
+        args = {
+            k: SAMPLES.get(props[k].get("type"), "x") for k in fn["parameters"].get("required", [])
+        }
         if stream:
             return stream_tool_calls_reply([(fn["name"], args)])
         return tool_call_reply(fn["name"], args)

@@ -44,10 +44,7 @@ def test_constants_are_not_folded_at_compile_time() -> None:
 
 
 def test_a_loop_that_writes_nothing_still_stops() -> None:
-    source = (
-        "{% set xs = range(99999) %}"
-        "{% for i in xs %}{% for j in xs %}{% endfor %}{% endfor %}"
-    )
+    source = "{% set xs = range(99999) %}{% for i in xs %}{% for j in xs %}{% endfor %}{% endfor %}"
     started = time.monotonic()
     with pytest.raises(PromptRenderError, match="took longer than"):
         Template(source).render()

@@ -79,9 +79,7 @@ async def test_tool_call_replies_parse(openai_server: ScriptedServer) -> None:
 async def test_stream_text_reply(openai_server: ScriptedServer) -> None:
     openai_server.script(stream_text_reply("Hello big world", usage=(20, 7)))
     async with client(openai_server) as c:
-        stream = await c.chat.completions.create(
-            model="qwen-plus", messages=MESSAGES, stream=True
-        )
+        stream = await c.chat.completions.create(model="qwen-plus", messages=MESSAGES, stream=True)
         chunks = [chunk async for chunk in stream]
     first, *middle, final, usage_chunk = chunks
     assert first.choices[0].delta.role == "assistant"
@@ -97,9 +95,7 @@ async def test_stream_text_reply(openai_server: ScriptedServer) -> None:
 async def test_stream_tool_calls_reply(openai_server: ScriptedServer) -> None:
     openai_server.script(stream_tool_calls_reply([("f", {"x": 1}), ("g", {"y": "two"})]))
     async with client(openai_server) as c:
-        stream = await c.chat.completions.create(
-            model="qwen-plus", messages=MESSAGES, stream=True
-        )
+        stream = await c.chat.completions.create(model="qwen-plus", messages=MESSAGES, stream=True)
         chunks = [chunk async for chunk in stream]
     calls: dict[int, dict[str, str]] = {}
     for chunk in chunks:

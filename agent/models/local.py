@@ -361,9 +361,7 @@ class LocalChatModel:
             where = default_cache_dir() if self._prompt_cache is True else Path(self._prompt_cache)
             self._runner.prompt_cache = PromptCache.for_model(where, path, self._n_ctx)
         try:
-            self._template = ChatTemplate(
-                self._runner.chat_template, self._runner.special_tokens
-            )
+            self._template = ChatTemplate(self._runner.chat_template, self._runner.special_tokens)
         except jinja2.TemplateError as exc:
             self._runner.unload()
             raise ConfigError(f"The chat template inside {path} does not compile: {exc}") from exc
