@@ -155,6 +155,13 @@ def _shown(chunk: dict[str, Any]) -> bool:
     return False
 
 
+async def _lines_then_blank(response: Any) -> AsyncIterator[str]:
+    """Yield a response's lines, then one blank line: a last event without one still ends."""
+    async for line in response.iter_lines():
+        yield line
+    yield ""
+
+
 def _finishes(chunk: dict[str, Any]) -> bool:
     return any(choice.get("finish_reason") for choice in chunk.get("choices") or ())
 
@@ -492,7 +499,7 @@ class OpenAIChatModel:
         events = 0
         finished = False
         size = 0
-        async for line in response.iter_lines():
+        async for line in _lines_then_blank(response):
             size += len(line) + 1
             if size > self.max_response_bytes:
                 raise _Failure(self._too_large(response), False)
@@ -511,14 +518,6 @@ class OpenAIChatModel:
                 yield event
             elif line and not line.startswith((":", "event:", "id:", "retry:")) and len(stray) < 5:
                 stray.append(line)
-        if data:
-            payload = "\n".join(data)
-            if payload == "[DONE]":
-                return
-            event = _decode_event(self.provider, payload)
-            events += 1
-            finished = finished or _finishes(event)
-            yield event
         if finished:
             return  # some servers end without `data: [DONE]` after the finish_reason
         if events == 0:
