@@ -48,11 +48,13 @@ $(VENV)/.installed: pyproject.toml Makefile $(LLAMA_WHEELS)/.built | $(BIN)/pyth
 
 test: $(VENV)/.installed
 	$(BIN)/ruff check agent tools tests examples bench
+	$(BIN)/ruff format --check agent tools tests examples bench
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check agent tools tests examples bench
+	$(BIN)/ruff format --check agent tools tests examples bench
 
 demo: $(VENV)/.installed
 	$(BIN)/python examples/offline_demo.py

@@ -168,7 +168,7 @@ def function_schema(
             fields[pname] = (annotation, default)
     model_name = re.sub(r"\W", "_", name) + "_args"
     try:
-        args_model = create_model(  # type: ignore[call-overload]
+        args_model = create_model(
             model_name, __config__=ConfigDict(extra="forbid" if strict else "ignore"), **fields
         )
         parameters = _strip_titles(args_model.model_json_schema())

@@ -535,63 +535,79 @@ def _repair(text: str) -> str:
     """
     out: list[str] = []
     stack: list[str] = []
-    quote = ""
     index = 0
     size = len(text)
     while index < size:
         char = text[index]
-        if quote:
-            if char == "\\" and index + 1 < size:
-                following = text[index + 1]
-                if following == "'":
-                    out.append("'")  # \' is not a JSON escape
-                else:
-                    out.append(char + following)
-                index += 2
-                continue
-            if char == quote:
-                out.append('"')
-                quote = ""
-            elif char == '"':
-                out.append('\\"')  # a double quote inside a single-quoted string
-            else:
-                out.append(char)
-            index += 1
-            continue
         if char in "\"'":
-            quote = char
-            out.append('"')
-        elif char in "{[":
-            stack.append("}" if char == "{" else "]")
-            out.append(char)
-        elif char in "}]":
-            _drop_trailing_comma(out)
-            if stack:
-                stack.pop()
-            out.append(char)
+            index = _copy_string(text, index, out)
         elif char.isalpha() or char == "_":
-            word_end = index
-            while word_end < size and (text[word_end].isalnum() or text[word_end] == "_"):
-                word_end += 1
-            word = text[index:word_end]
-            after = word_end
-            while after < size and text[after] in " \t":
-                after += 1
-            if after < size and text[after] == ":" and word not in _PY_LITERALS:
-                out.append(f'"{word}"')  # an unquoted key
-            else:
-                out.append(_PY_LITERALS.get(word, word))
-            index = word_end
-            continue
+            index = _copy_word(text, index, out)
         else:
-            out.append(char)
-        index += 1
-    if quote:
-        raise ValueError("unterminated string")
+            _copy_punctuation(char, stack, out)
+            index += 1
     while stack:
         _drop_trailing_comma(out)
         out.append(stack.pop())
     return "".join(out)
+
+
+def _copy_string(text: str, start: int, out: list[str]) -> int:
+    """Copy the string opening at `start` as a double-quoted JSON string; return the index after.
+
+    Raises:
+        ValueError: When the string is not closed.
+    """
+    quote = text[start]
+    out.append('"')
+    index = start + 1
+    size = len(text)
+    while index < size:
+        char = text[index]
+        if char == "\\" and index + 1 < size:
+            following = text[index + 1]
+            out.append("'" if following == "'" else char + following)  # \' is not a JSON escape
+            index += 2
+            continue
+        index += 1
+        if char == quote:
+            out.append('"')
+            return index
+        # a double quote inside a single-quoted string
+        out.append('\\"' if char == '"' else char)
+    raise ValueError("unterminated string")
+
+
+def _copy_word(text: str, start: int, out: list[str]) -> int:
+    """Copy the bare word at `start`: a key gets quotes, a Python literal becomes JSON's.
+
+    Returns:
+        The index after the word.
+    """
+    size = len(text)
+    word_end = start
+    while word_end < size and (text[word_end].isalnum() or text[word_end] == "_"):
+        word_end += 1
+    word = text[start:word_end]
+    after = word_end
+    while after < size and text[after] in " \t":
+        after += 1
+    if after < size and text[after] == ":" and word not in _PY_LITERALS:
+        out.append(f'"{word}"')  # an unquoted key
+    else:
+        out.append(_PY_LITERALS.get(word, word))
+    return word_end
+
+
+def _copy_punctuation(char: str, stack: list[str], out: list[str]) -> None:
+    """Copy one character outside strings and words, tracking the open objects and arrays."""
+    if char in "{[":
+        stack.append("}" if char == "{" else "]")
+    elif char in "}]":
+        _drop_trailing_comma(out)
+        if stack:
+            stack.pop()
+    out.append(char)
 
 
 def _drop_trailing_comma(out: list[str]) -> None:

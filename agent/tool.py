@@ -94,7 +94,7 @@ class Tool:
         self.strict = strict
         self.max_retries = max_retries
         self._field_names = tuple(fs.args_model.model_fields)
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the underlying function directly, as if it were not a tool."""

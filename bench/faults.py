@@ -20,7 +20,7 @@ import random
 import threading
 import time
 
-from agent import Agent, AgentError, RunResult, tool
+from agent import Agent, AgentError, RunResult, ToolCallRecord, tool
 from agent.models.openai import OpenAIChatModel, RetryPolicy
 from agent.testing import (
     RecordedRequest,
@@ -43,7 +43,13 @@ def good(turn: int, stream: bool) -> Reply:
     return stream_text_reply("a=1, b=2") if stream else text_reply("a=1, b=2")
 
 
-def main() -> None:
+@tool
+def lookup(key: str) -> str:
+    """Look a key up."""
+    return {"a": "1", "b": "2"}[key]
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=50)
@@ -51,106 +57,134 @@ def main() -> None:
     parser.add_argument("--cut", type=float, default=0.05, help="share cut short")
     parser.add_argument("--deadline", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    rng = random.Random(args.seed)
-    lock = threading.Lock()
-    faults: collections.Counter[str] = collections.Counter()
-    statuses = [429, 500, 502, 503, 504]
 
-    def answer(request: RecordedRequest) -> Reply:
+class Faults:
+    """Answers each request well, with a 429/5xx, or cut short, drawn from a seeded generator."""
+
+    statuses = (429, 500, 502, 503, 504)
+
+    def __init__(self, fail: float, cut: float, seed: int) -> None:
+        self.fail = fail
+        self.cut = cut
+        self.rng = random.Random(seed)
+        self.lock = threading.Lock()
+        self.injected: collections.Counter[str] = collections.Counter()
+
+    def answer(self, request: RecordedRequest) -> Reply:
         body = request.json
         stream = bool(body.get("stream"))
         turn = 2 if body["messages"][-1]["role"] == "tool" else 1
-        with lock:
-            draw = rng.random()
-            status = rng.choice(statuses)
-        if draw < args.fail:
-            faults[str(status)] += 1
+        with self.lock:
+            draw = self.rng.random()
+            status = self.rng.choice(self.statuses)
+        if draw < self.fail:
+            self.injected[str(status)] += 1
             headers = {"retry-after": "0"} if status == 429 else None
             return error_reply(status, "injected fault", headers=headers)
-        if draw < args.fail + args.cut:
-            faults["cut"] += 1
+        if draw < self.fail + self.cut:
+            self.injected["cut"] += 1
             return cut_reply(good(turn, stream))
         return good(turn, stream)
 
-    runs_by_id: collections.Counter[str] = collections.Counter()
 
-    @tool
-    def lookup(key: str) -> str:
-        """Look a key up."""
-        return {"a": "1", "b": "2"}[key]
+async def run_one(agent: Agent, index: int) -> RunResult | None:
+    if index % 2 == 0:
+        return await agent.run(f"run {index}: look up a and b")
+    result: RunResult | None = None
+    async for event in agent.stream(f"run {index}: look up a and b"):
+        result = getattr(event, "result", result)
+    return result
 
-    outcomes: collections.Counter[str] = collections.Counter()
-    problems: list[str] = []
 
-    async def run_one(agent: Agent, index: int) -> RunResult | None:
-        if index % 2 == 0:
-            return await agent.run(f"run {index}: look up a and b")
-        result: RunResult | None = None
-        async for event in agent.stream(f"run {index}: look up a and b"):
-            result = getattr(event, "result", result)
-        return result
+class Tally:
+    """How each run ended, and how often each of its tool calls ran."""
 
-    async def one(agent: Agent, index: int, sem: asyncio.Semaphore) -> None:
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.outcomes: collections.Counter[str] = collections.Counter()
+        self.problems: list[str] = []
+        self.runs_by_id: collections.Counter[str] = collections.Counter()
+
+    async def one(self, agent: Agent, index: int, sem: asyncio.Semaphore) -> None:
         async with sem:
-            try:
-                coro_result = await asyncio.wait_for(run_one(agent, index), args.deadline)
-                outcomes["completed"] += 1
-                records = coro_result.tool_calls if coro_result else []
-            except AgentError as exc:
-                outcomes[f"typed error: {type(exc).__name__}"] += 1
-                if exc.result is None:
-                    outcomes["LOST (no .result)"] += 1
-                    problems.append(f"run {index}: {type(exc).__name__} without .result")
-                    return
-                records = exc.result.tool_calls
-            except TimeoutError:
-                outcomes["HANG"] += 1
-                problems.append(f"run {index}: no end within {args.deadline:g} s")
-                return
-            except Exception as exc:  # what the issue calls a crash
-                outcomes["CRASH"] += 1
-                problems.append(f"run {index}: {type(exc).__name__}: {exc}")
-                return
-            for record in records:
-                runs_by_id[f"{index}:{record.id}"] += 1
+            records = await self.outcome(agent, index)
+            for record in records or []:
+                self.runs_by_id[f"{index}:{record.id}"] += 1
 
-    async def drive(server: ScriptedServer) -> float:
-        model = OpenAIChatModel(
-            "qwen-plus",
-            base_url=server.url,
-            api_key="k",
-            retry=RetryPolicy(max_retries=3, base_delay=0.05, max_delay=0.5),
-            timeout=10,
-        )
-        agent = Agent(chat_model=model, tools=[lookup], max_turns=4)
-        sem = asyncio.Semaphore(args.concurrency)
-        started = time.perf_counter()
-        tasks = [asyncio.ensure_future(one(agent, i, sem)) for i in range(args.runs)]
-        await asyncio.gather(*tasks)
-        await agent.aclose()
-        return time.perf_counter() - started
+    async def outcome(self, agent: Agent, index: int) -> list[ToolCallRecord] | None:
+        """Run once; count how it ended; return its tool calls, or None if the run is lost."""
+        try:
+            coro_result = await asyncio.wait_for(run_one(agent, index), self.deadline)
+            self.outcomes["completed"] += 1
+            return coro_result.tool_calls if coro_result else []
+        except AgentError as exc:
+            self.outcomes[f"typed error: {type(exc).__name__}"] += 1
+            if exc.result is None:
+                self.problem(
+                    "LOST (no .result)", f"run {index}: {type(exc).__name__} without .result"
+                )
+                return None
+            return exc.result.tool_calls
+        except TimeoutError:
+            self.problem("HANG", f"run {index}: no end within {self.deadline:g} s")
+        except Exception as exc:  # what the issue calls a crash
+            self.problem("CRASH", f"run {index}: {type(exc).__name__}: {exc}")
+        return None
 
-    with ScriptedServer() as server:
-        server.respond_with(answer)
-        seconds = asyncio.run(drive(server))
-        requests = len(server.requests)
+    def problem(self, outcome: str, detail: str) -> None:
+        self.outcomes[outcome] += 1
+        self.problems.append(detail)
 
-    duplicates = sum(1 for count in runs_by_id.values() if count > 1)
+    def duplicates(self) -> int:
+        return sum(1 for count in self.runs_by_id.values() if count > 1)
+
+
+async def drive(server: ScriptedServer, args: argparse.Namespace, tally: Tally) -> float:
+    model = OpenAIChatModel(
+        "qwen-plus",
+        base_url=server.url,
+        api_key="k",
+        retry=RetryPolicy(max_retries=3, base_delay=0.05, max_delay=0.5),
+        timeout=10,
+    )
+    agent = Agent(chat_model=model, tools=[lookup], max_turns=4)
+    sem = asyncio.Semaphore(args.concurrency)
+    started = time.perf_counter()
+    tasks = [asyncio.ensure_future(tally.one(agent, i, sem)) for i in range(args.runs)]
+    await asyncio.gather(*tasks)
+    await agent.aclose()
+    return time.perf_counter() - started
+
+
+def report(
+    args: argparse.Namespace, seconds: float, requests: int, faults: Faults, tally: Tally
+) -> None:
     print(
         f"{args.runs} runs, {args.concurrency} in flight, {seconds:.1f} s; "
         f"{requests} requests ({requests / args.runs:.2f} per run, 2 without faults)"
     )
-    print("faults injected: " + ", ".join(f"{k} {v}" for k, v in sorted(faults.items())))
-    for name, count in sorted(outcomes.items()):
+    print("faults injected: " + ", ".join(f"{k} {v}" for k, v in sorted(faults.injected.items())))
+    for name, count in sorted(tally.outcomes.items()):
         print(f"  {name:<40} {count}")
     for name in ("CRASH", "LOST (no .result)", "HANG"):
-        if name not in outcomes:
+        if name not in tally.outcomes:
             print(f"  {name:<40} 0")
-    print(f"  {'tool calls run twice':<40} {duplicates}")
-    for problem in problems[:10]:
+    print(f"  {'tool calls run twice':<40} {tally.duplicates()}")
+    for problem in tally.problems[:10]:
         print("  !", problem)
+
+
+def main() -> None:
+    args = parse_args()
+    faults = Faults(args.fail, args.cut, args.seed)
+    tally = Tally(args.deadline)
+    with ScriptedServer() as server:
+        server.respond_with(faults.answer)
+        seconds = asyncio.run(drive(server, args, tally))
+        requests = len(server.requests)
+    report(args, seconds, requests, faults, tally)
 
 
 if __name__ == "__main__":

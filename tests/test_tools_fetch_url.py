@@ -572,3 +572,94 @@ async def test_an_unknown_content_encoding_is_a_clear_error(server: LocalHTTPSer
     server.route("/z.txt", b"???", content_type="text/plain", headers={"Content-Encoding": "zstd"})
     with pytest.raises(ToolRetry, match="Content-Encoding 'zstd'"):
         await call(local_tool(), url=server.url("/z.txt"))
+
+
+# --- the split into tools.fetch: import paths, and behaviours pinned at the seams ----------
+
+
+def test_names_importable_from_tools_fetch_url() -> None:
+    import importlib
+
+    from tools.fetch import content, fetcher, html_text, policy
+
+    module = importlib.import_module("tools.fetch_url")  # `tools.fetch_url` is the tool itself
+    assert module.FetchRefused is policy.FetchRefused
+    assert module.address_problem is policy.address_problem
+    assert module.html_to_text is html_text.html_to_text
+    assert module.content_encodings is content.content_encodings
+    assert module.decode_body is content.decode_body
+    assert module.Fetcher is fetcher.Fetcher
+    assert (module.DEFAULT_MAX_BYTES, module.DEFAULT_TIMEOUT, module.MAX_REDIRECTS) == (
+        2_000_000,
+        15.0,
+        5,
+    )
+    for name in module.__all__:
+        assert hasattr(module, name), name
+
+
+def test_importing_tools_does_not_import_httpx() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import sys, tools, tools.fetch_url; print('httpx' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert out.stdout.split() == ["False"]
+
+
+async def test_a_sync_resolver_is_used_and_repeated_addresses_are_tried_once() -> None:
+    calls: list[tuple[str, int]] = []
+
+    def resolver(host: str, port: int) -> list[str]:
+        calls.append((host, port))
+        return [PUBLIC_IP, PUBLIC_IP, "93.184.216.36", "93.184.216.37", "93.184.216.38"]
+
+    every = frozenset({PUBLIC_IP, "93.184.216.36", "93.184.216.37", "93.184.216.38"})
+    transport = LoopbackTransport(1, unreachable=every)
+    async with httpx.AsyncClient(transport=transport) as client:
+        tool = make_fetch_url(client=client, resolver=resolver)
+        with pytest.raises(ToolRetry, match=re.escape("could not connect to many.example")):
+            await call(tool, url="http://many.example/")
+    assert calls == [("many.example", 80)]
+    # Duplicates dropped, then at most three addresses tried, in the resolver's order.
+    assert [t[0] for t in transport.targets] == [PUBLIC_IP, "93.184.216.36", "93.184.216.37"]
+
+
+async def test_a_bad_address_from_the_resolver_is_a_clear_error(no_network: Any) -> None:
+    client, transport = no_network
+    tool = make_fetch_url(client=client, resolver=FakeResolver({"odd.example": ["not-an-ip"]}))
+    with pytest.raises(
+        ToolRetry, match=re.escape("the resolver gave a bad address for 'odd.example'")
+    ):
+        await call(tool, url="http://odd.example/")
+    assert not transport.used
+
+
+async def test_a_scoped_ipv6_answer_is_judged_without_its_zone(no_network: Any) -> None:
+    client, transport = no_network
+    resolver = FakeResolver({"scoped.example": ["fe80::1%eth0"]})
+    with pytest.raises(FetchRefused, match=r"resolves to fe80::1, which is a link-local"):
+        await call(make_fetch_url(client=client, resolver=resolver), url="http://scoped.example/")
+    assert not transport.used
+
+
+def test_decode_body_raw_deflate_and_corrupt_data() -> None:
+    import zlib
+
+    from tools.fetch_url import content_encodings, decode_body
+
+    squeezer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    raw_deflate = squeezer.compress(b"plain words") + squeezer.flush()
+    assert decode_body(raw_deflate, ["deflate"], 100) == (b"plain words", False)
+    assert decode_body(zlib.compress(b"x" * 50), ["deflate"], 10) == (b"x" * 10, True)
+    with pytest.raises(ToolRetry, match="gzip encoding is corrupt"):
+        decode_body(b"not gzip", ["gzip"], 100)
+    assert content_encodings(" GZIP , identity,, x-gzip ") == ["gzip", "x-gzip"]

@@ -121,6 +121,150 @@ def _unit_params(units: str) -> dict[str, str]:
     return {}
 
 
+class _OpenMeteo:
+    """Asks Open-Meteo-compatible endpoints for a city's coordinates, then its weather."""
+
+    service = "the weather service"
+
+    def __init__(
+        self,
+        geocoding_url: str,
+        forecast_url: str,
+        client: httpx.AsyncClient | None,
+        timeout: float,
+    ) -> None:
+        self.geocoding_url = geocoding_url
+        self.forecast_url = forecast_url
+        self.client = client
+        self.timeout = timeout
+
+    async def fetch(self, city: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Return the forecast reply for `city`, with the geocoded place under "_place"."""
+        if self.client is not None:
+            return await self.lookup(self.client, city, params)
+        async with new_client(self.timeout) as c:
+            return await self.lookup(c, city, params)
+
+    async def lookup(
+        self, c: httpx.AsyncClient, city: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Geocode `city`, then ask the forecast endpoint for `params` at its coordinates."""
+        found = await self.get_json(
+            c, self.geocoding_url, {"name": city, "count": 1, "language": "en", "format": "json"}
+        )
+        # Open-Meteo leaves out "results" entirely when nothing matches.
+        results = found.get("results") or []
+        if not results or not isinstance(results[0], dict):
+            raise ToolRetry(
+                f"unknown city {city!r}: no place of that name was found; check the spelling "
+                "or give just the city name, e.g. 'Paris'"
+            )
+        place = results[0]
+        try:
+            lat, lon = float(place["latitude"]), float(place["longitude"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ToolRetry(f"the geocoding service sent no coordinates for {city!r}") from exc
+        forecast = await self.get_json(
+            c,
+            self.forecast_url,
+            {"latitude": lat, "longitude": lon, "timezone": "auto", **params},
+        )
+        forecast["_place"] = place
+        return forecast
+
+    async def get_json(
+        self, c: httpx.AsyncClient, url: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """GET `url` with `params` merged into its query; return the JSON object it answers."""
+        import httpx
+
+        service = self.service
+        try:
+            # Merge rather than pass params=: httpx would drop a query already in the URL
+            # (e.g. the apikey of Open-Meteo's commercial endpoints).
+            response = await c.get(httpx.URL(url).copy_merge_params(params), timeout=self.timeout)
+        except httpx.HTTPError as exc:
+            raise ToolRetry(describe_http_error(exc, service, self.timeout)) from exc
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code >= 400:
+            # Open-Meteo explains refusals as {"error": true, "reason": "..."}.
+            reason = body.get("reason") if isinstance(body, dict) else None
+            detail = f": {reason}" if reason else "; try again later"
+            raise ToolRetry(f"{service} answered HTTP {response.status_code}{detail}")
+        if not isinstance(body, dict):
+            raise ToolRetry(f"{service} sent a reply that is not a JSON object")
+        return body
+
+
+def _current_report(data: dict[str, Any], units: str) -> dict[str, Any]:
+    """Turn a forecast reply with current conditions into `get_weather`'s result."""
+    current = data.get("current")
+    if not isinstance(current, dict):
+        raise ToolRetry("the weather service sent no current conditions; try again later")
+    cu = data.get("current_units") or {}
+    defaults = _DEFAULT_UNITS[units]
+    out: dict[str, Any] = {
+        "location": _place_label(data["_place"]),
+        "time": current.get("time"),
+        "timezone": data.get("timezone"),
+        "conditions": describe_weather_code(current.get("weather_code")),
+        "temperature": _with_unit(
+            current.get("temperature_2m"), cu.get("temperature_2m", defaults["temp"])
+        ),
+        "feels_like": _with_unit(
+            current.get("apparent_temperature"),
+            cu.get("apparent_temperature", defaults["temp"]),
+        ),
+        "humidity": _with_unit(
+            current.get("relative_humidity_2m"), cu.get("relative_humidity_2m", "%")
+        ),
+        "wind": _with_unit(
+            current.get("wind_speed_10m"), cu.get("wind_speed_10m", defaults["wind"])
+        ),
+    }
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _column(daily: dict[str, Any], name: str) -> list[Any]:
+    values = daily.get(name)
+    return values if isinstance(values, list) else []
+
+
+def _at(values: list[Any], i: int) -> Any:
+    return values[i] if i < len(values) else None
+
+
+def _forecast_report(data: dict[str, Any], days: int, units: str) -> dict[str, Any]:
+    """Turn a forecast reply with daily values into `get_forecast`'s result."""
+    daily = data.get("daily")
+    if not isinstance(daily, dict) or not isinstance(daily.get("time"), list):
+        raise ToolRetry("the weather service sent no daily forecast; try again later")
+    du = data.get("daily_units") or {}
+    defaults = _DEFAULT_UNITS[units]
+    codes, highs = _column(daily, "weather_code"), _column(daily, "temperature_2m_max")
+    lows, rain = _column(daily, "temperature_2m_min"), _column(daily, "precipitation_sum")
+    forecast = []
+    for i, date in enumerate(daily["time"][:days]):
+        day = {
+            "date": date,
+            "conditions": describe_weather_code(_at(codes, i)),
+            "high": _with_unit(_at(highs, i), du.get("temperature_2m_max", defaults["temp"])),
+            "low": _with_unit(_at(lows, i), du.get("temperature_2m_min", defaults["temp"])),
+            "precipitation": _with_unit(
+                _at(rain, i), du.get("precipitation_sum", defaults["precip"])
+            ),
+        }
+        forecast.append({k: v for k, v in day.items() if v is not None})
+    return {
+        "location": _place_label(data["_place"]),
+        "timezone": data.get("timezone"),
+        "days": forecast,
+    }
+
+
 def make_weather_tools(
     geocoding_url: str = GEOCODING_URL,
     forecast_url: str = FORECAST_URL,
@@ -139,57 +283,7 @@ def make_weather_tools(
     Returns:
         `(get_weather, get_forecast)`.
     """
-
-    async def get_json(c: httpx.AsyncClient, url: str, params: dict[str, Any]) -> dict[str, Any]:
-        import httpx
-
-        service = "the weather service"
-        try:
-            # Merge rather than pass params=: httpx would drop a query already in the URL
-            # (e.g. the apikey of Open-Meteo's commercial endpoints).
-            response = await c.get(httpx.URL(url).copy_merge_params(params), timeout=timeout)
-        except httpx.HTTPError as exc:
-            raise ToolRetry(describe_http_error(exc, service, timeout)) from exc
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if response.status_code >= 400:
-            # Open-Meteo explains refusals as {"error": true, "reason": "..."}.
-            reason = body.get("reason") if isinstance(body, dict) else None
-            detail = f": {reason}" if reason else "; try again later"
-            raise ToolRetry(f"{service} answered HTTP {response.status_code}{detail}")
-        if not isinstance(body, dict):
-            raise ToolRetry(f"{service} sent a reply that is not a JSON object")
-        return body
-
-    async def lookup(c: httpx.AsyncClient, city: str, params: dict[str, Any]) -> dict[str, Any]:
-        found = await get_json(
-            c, geocoding_url, {"name": city, "count": 1, "language": "en", "format": "json"}
-        )
-        # Open-Meteo leaves out "results" entirely when nothing matches.
-        results = found.get("results") or []
-        if not results or not isinstance(results[0], dict):
-            raise ToolRetry(
-                f"unknown city {city!r}: no place of that name was found; check the spelling "
-                "or give just the city name, e.g. 'Paris'"
-            )
-        place = results[0]
-        try:
-            lat, lon = float(place["latitude"]), float(place["longitude"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ToolRetry(f"the geocoding service sent no coordinates for {city!r}") from exc
-        forecast = await get_json(
-            c, forecast_url, {"latitude": lat, "longitude": lon, "timezone": "auto", **params}
-        )
-        forecast["_place"] = place
-        return forecast
-
-    async def fetch(city: str, params: dict[str, Any]) -> dict[str, Any]:
-        if client is not None:
-            return await lookup(client, city, params)
-        async with new_client(timeout) as c:
-            return await lookup(c, city, params)
+    api = _OpenMeteo(geocoding_url, forecast_url, client, timeout)
 
     @tool(name="get_weather", timeout=3 * timeout)
     async def get_weather(
@@ -202,32 +296,8 @@ def make_weather_tools(
             city: The city name, e.g. "Berlin" or "San Francisco".
             units: "metric" (°C, km/h) or "imperial" (°F, mph).
         """
-        data = await fetch(city, {"current": CURRENT_VARIABLES, **_unit_params(units)})
-        current = data.get("current")
-        if not isinstance(current, dict):
-            raise ToolRetry("the weather service sent no current conditions; try again later")
-        cu = data.get("current_units") or {}
-        defaults = _DEFAULT_UNITS[units]
-        out: dict[str, Any] = {
-            "location": _place_label(data["_place"]),
-            "time": current.get("time"),
-            "timezone": data.get("timezone"),
-            "conditions": describe_weather_code(current.get("weather_code")),
-            "temperature": _with_unit(
-                current.get("temperature_2m"), cu.get("temperature_2m", defaults["temp"])
-            ),
-            "feels_like": _with_unit(
-                current.get("apparent_temperature"),
-                cu.get("apparent_temperature", defaults["temp"]),
-            ),
-            "humidity": _with_unit(
-                current.get("relative_humidity_2m"), cu.get("relative_humidity_2m", "%")
-            ),
-            "wind": _with_unit(
-                current.get("wind_speed_10m"), cu.get("wind_speed_10m", defaults["wind"])
-            ),
-        }
-        return {k: v for k, v in out.items() if v is not None}
+        data = await api.fetch(city, {"current": CURRENT_VARIABLES, **_unit_params(units)})
+        return _current_report(data, units)
 
     @tool(name="get_forecast", timeout=3 * timeout)
     async def get_forecast(
@@ -242,41 +312,10 @@ def make_weather_tools(
             days: How many days, starting today (1-16).
             units: "metric" (°C, mm) or "imperial" (°F, inch).
         """
-        data = await fetch(
+        data = await api.fetch(
             city, {"daily": DAILY_VARIABLES, "forecast_days": days, **_unit_params(units)}
         )
-        daily = data.get("daily")
-        if not isinstance(daily, dict) or not isinstance(daily.get("time"), list):
-            raise ToolRetry("the weather service sent no daily forecast; try again later")
-        du = data.get("daily_units") or {}
-        defaults = _DEFAULT_UNITS[units]
-
-        def column(name: str) -> list[Any]:
-            values = daily.get(name)
-            return values if isinstance(values, list) else []
-
-        def at(values: list[Any], i: int) -> Any:
-            return values[i] if i < len(values) else None
-
-        codes, highs = column("weather_code"), column("temperature_2m_max")
-        lows, rain = column("temperature_2m_min"), column("precipitation_sum")
-        forecast = []
-        for i, date in enumerate(daily["time"][:days]):
-            day = {
-                "date": date,
-                "conditions": describe_weather_code(at(codes, i)),
-                "high": _with_unit(at(highs, i), du.get("temperature_2m_max", defaults["temp"])),
-                "low": _with_unit(at(lows, i), du.get("temperature_2m_min", defaults["temp"])),
-                "precipitation": _with_unit(
-                    at(rain, i), du.get("precipitation_sum", defaults["precip"])
-                ),
-            }
-            forecast.append({k: v for k, v in day.items() if v is not None})
-        return {
-            "location": _place_label(data["_place"]),
-            "timezone": data.get("timezone"),
-            "days": forecast,
-        }
+        return _forecast_report(data, days, units)
 
     return get_weather, get_forecast
 
