@@ -369,3 +369,16 @@ async def test_the_connection_pool_holds_as_many_runs_as_asked(
             break
         await asyncio.sleep(0.02)
     assert openai_server.open_connections == 0
+
+
+async def test_a_whole_reply_without_a_finish_reason_was_cut(openai_server: ScriptedServer) -> None:
+    """DashScope ends a non-streamed call at 300 s and returns what it has, without an error."""
+    body = json.loads(text_reply("The first half of a long ans").body)
+    body["choices"][0]["finish_reason"] = None
+    openai_server.script(json_reply(body))
+    agent = Agent(chat_model=OpenAIChatModel("qwen-plus", base_url=openai_server.url, api_key="k"))
+    with pytest.raises(AgentError, match="without a finish_reason: it was cut short") as caught:
+        await agent.run("Write a long essay")
+    assert caught.value.result is not None
+    assert len(openai_server.requests) == 1  # not resent
+    await agent.aclose()

@@ -434,6 +434,20 @@ class OpenAIChatModel:
                 ),
                 False,
             )
+        choices = body.get("choices")
+        first = choices[0] if isinstance(choices, list) and choices else None
+        if isinstance(first, dict) and not first.get("finish_reason"):
+            # An incomplete reply sent as if whole: DashScope ends a non-streamed call at 300 s
+            # and returns what it has. Not resent: that would take as long again.
+            raise _Failure(
+                ModelAPIError(
+                    f"{self.provider} sent a reply without a finish_reason: it was cut short; "
+                    "stream long generations instead",
+                    status_code=response.status_code,
+                    body=body,
+                ),
+                False,
+            )
         return body
 
     async def stream(
