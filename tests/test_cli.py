@@ -289,3 +289,20 @@ def test_the_key_never_shows_in_a_repr(openai_server):
     agent = Agent(base_url=openai_server.url, api_key=key)
     assert key not in repr(agent.endpoint)
     assert "sk-…0123" in repr(agent.endpoint)
+
+
+def test_a_reader_that_goes_away_ends_the_cli_quietly(openai_server):
+    openai_server.script(text_reply("x" * 200_000))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent", "run", "long", "--base-url", openai_server.url,
+         "--api-key", "k"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.read(10) == b"x" * 10
+    proc.stdout.close()  # like `| head -c 10`
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) == 141
+    assert "Traceback" not in err and err == ""
