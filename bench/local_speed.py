@@ -22,12 +22,14 @@ import argparse
 import asyncio
 import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from agent.models.base import ModelRequest, ResponseMeta
-from agent.models.llama_runner import open_llama, require_llama_cpp
+from agent.models.llama_runner import PromptCache, open_llama, require_llama_cpp
 from agent.models.local import LocalChatModel
 from tools import get_builtin
 
@@ -135,7 +137,10 @@ async def main() -> None:
     args = parser.parse_args()
     threads = args.threads or len(os.sched_getaffinity(0))
 
-    model = LocalChatModel(n_ctx=4096, n_threads=threads, extra_buffer_types=True)
+    # No disk snapshots in the comparison: "cold" must mean cold. They get their own row.
+    model = LocalChatModel(
+        n_ctx=4096, n_threads=threads, extra_buffer_types=True, prompt_cache=False
+    )
     await model.load()
     raw = Raw(require_llama_cpp(), str(model.model_path), threads, 4096)
     assert model._template is not None
@@ -182,6 +187,16 @@ async def main() -> None:
                 figures_ = await ours(model, request(second, True, 128), cold=False)
             results.setdefault(("answer turn, warm cache", side), []).append(figures_)
 
+    # A new process, as the CLI is: the KV cache is empty, but a snapshot of the same prompt's
+    # prefix is on disk from an earlier run.
+    with tempfile.TemporaryDirectory() as snapshots:
+        model._runner.prompt_cache = PromptCache(Path(snapshots))
+        await ours(model, request(first, True, 128), cold=True)  # leaves a snapshot
+        for _ in range(args.reps):
+            figures_ = await ours(model, request(first, True, 128), cold=True)
+            results.setdefault(("tool-call turn, disk snapshot", "qwenloop"), []).append(figures_)
+        model._runner.prompt_cache = None
+
     await model.aclose()
     print(f"\nmedians of {args.reps} runs each, interleaved")
     print(
@@ -219,6 +234,12 @@ async def main() -> None:
     print(
         f"\nKV-cache reuse on the answer turn: {cold:.2f} s cold -> {warm:.2f} s warm "
         f"({cold / warm:.2f}x)"
+    )
+    disk = summary["tool-call turn, disk snapshot"]["qwenloop"]["seconds"]
+    fresh = summary["tool-call turn, cold"]["qwenloop"]["seconds"]
+    print(
+        f"Disk snapshot on a new process's first turn: {fresh:.2f} s cold -> {disk:.2f} s "
+        f"({fresh / disk:.2f}x)"
     )
 
 
