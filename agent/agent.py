@@ -71,6 +71,8 @@ class Agent:
             limit never runs either way.
         max_connections: HTTP connections kept for reuse: at least the number of runs you keep
             in flight at once.
+        transport: The HTTP client under the openai SDK: "aiohttp" (faster; `qwenloop[fast]`),
+            "httpx" (the SDK's default) or "auto" (aiohttp where installed).
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class Agent:
         max_cost: float | None = None,
         accept_truncated: bool = False,
         max_connections: int = 256,
+        transport: str = "auto",
     ) -> None:
         if max_turns < 1:
             raise UserError(f"max_turns must be at least 1, got {max_turns}")
@@ -129,7 +132,9 @@ class Agent:
             self.endpoint = resolve_endpoint(
                 provider, base_url=base_url, api_key=api_key, model=model
             )
-            self.model = _make_model(self.endpoint, retries, timeout, model_path, max_connections)
+            self.model = _make_model(
+                self.endpoint, retries, timeout, model_path, max_connections, transport
+            )
         if instructions is None and self.model.provider == "local":
             # Measured with the bundled 1.5B model: without this line it often thanks the user
             # for a tool result instead of answering with it (3 of 8 questions right; 8 of 8 with).
@@ -444,6 +449,7 @@ def _make_model(
     timeout: float,
     model_path: str | None,
     max_connections: int,
+    transport: str,
 ) -> ChatModel:
     if endpoint.provider.name == "local":
         try:
@@ -463,6 +469,7 @@ def _make_model(
         retry=RetryPolicy(max_retries=retries),
         timeout=timeout,
         max_connections=max_connections,
+        transport=transport,
     )
 
 

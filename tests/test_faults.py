@@ -136,7 +136,13 @@ def faulty_server(server: ScriptedServer, fault: Reply, fault_turn: int, stream:
     server.respond_with(answer)
 
 
-def make_agent(server: ScriptedServer, runs: dict[str, int]) -> Agent:
+@pytest.fixture(params=["httpx", "aiohttp"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """Every fault runs on both HTTP clients the SDK can use."""
+    return str(request.param)
+
+
+def make_agent(server: ScriptedServer, runs: dict[str, int], transport: str = "auto") -> Agent:
     def add(a: int, b: int) -> int:
         """Add two numbers."""
         runs["add"] = runs.get("add", 0) + 1
@@ -148,6 +154,7 @@ def make_agent(server: ScriptedServer, runs: dict[str, int]) -> Agent:
         api_key="sk-test-fault-key-0123456789",
         retry=RetryPolicy(max_retries=2, base_delay=0.01, max_delay=0.05),
         timeout=TIMEOUT,
+        transport=transport,
     )
     return Agent(chat_model=model, tools=[add])
 
@@ -166,7 +173,7 @@ async def run_once(agent: Agent, stream: bool) -> RunResult:
 @pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
 @pytest.mark.parametrize("name", list(FAULTS))
 async def test_every_fault_ends_in_a_result_or_a_typed_error(
-    name: str, stream: bool, fault_turn: int
+    name: str, stream: bool, fault_turn: int, transport: str
 ) -> None:
     build, when_streamed, when_not = FAULTS[name]
     expected = when_streamed if stream else when_not
@@ -175,7 +182,7 @@ async def test_every_fault_ends_in_a_result_or_a_typed_error(
     runs: dict[str, int] = {}
     with ScriptedServer() as server:
         faulty_server(server, build(fault_turn, stream), fault_turn, stream)
-        agent = make_agent(server, runs)
+        agent = make_agent(server, runs, transport)
         try:
             outcome: RunResult | AgentError = await asyncio.wait_for(
                 run_once(agent, stream), timeout=20

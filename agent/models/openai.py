@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import email.utils
 import importlib
+import importlib.util
 import json
 import random
 import time
@@ -25,6 +26,7 @@ import openai
 from agent.errors import (
     AuthenticationError,
     BadRequestError,
+    ConfigError,
     ModelAPIError,
     ModelConnectionError,
     ModelError,
@@ -107,7 +109,22 @@ def _request_error_types() -> tuple[type[BaseException], ...]:
         except ImportError:
             continue
         found.append(module.RequestError)  # transport errors, timeouts, bad encodings
+    if _HAS_AIOHTTP:
+        import aiohttp
+
+        # The aiohttp transport maps most of its errors to httpx2's; these are the rest.
+        found += [aiohttp.ClientError, TimeoutError]
     return tuple(found)
+
+
+def _aiohttp_installed() -> bool:
+    try:
+        return importlib.util.find_spec("aiohttp") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+_HAS_AIOHTTP = _aiohttp_installed()
 
 
 _TRANSPORT_ERRORS = _request_error_types()
@@ -126,7 +143,10 @@ def _failure_kind(exc: BaseException) -> str:
     """Tell a read timeout (maybe billed) from other connection failures."""
     for err in (exc, exc.__cause__, exc.__context__):
         name = type(err).__name__ if err is not None else ""
-        if name in ("ReadTimeout", "WriteTimeout", "PoolTimeout", "TimeoutException"):
+        if name in (
+            "ReadTimeout", "WriteTimeout", "PoolTimeout", "TimeoutException", "TimeoutError",
+            "ServerTimeoutError", "SocketTimeoutError",
+        ):  # fmt: skip
             return "read-timeout"
         if name == "APITimeoutError" and err is not exc:
             return "read-timeout"
@@ -187,6 +207,9 @@ class OpenAIChatModel:
         max_response_bytes: The largest reply accepted; a larger one is a `ModelAPIError`.
         max_connections: Connections kept open for reuse, per event loop. Size it to the
             number of runs you keep in flight: past it, requests open new connections.
+        transport: "aiohttp" (about twice the requests per second of the SDK's default at 50
+            in flight, and half the CPU per request; needs `qwenloop[fast]`), "httpx" (the
+            SDK's default), or "auto": aiohttp where it is installed.
     """
 
     def __init__(
@@ -203,7 +226,15 @@ class OpenAIChatModel:
         stream_usage: bool = True,
         max_response_bytes: int = 32 * 1024 * 1024,
         max_connections: int = 256,
+        transport: str = "auto",
     ) -> None:
+        if transport not in ("auto", "aiohttp", "httpx"):
+            raise ConfigError(f"transport must be 'auto', 'aiohttp' or 'httpx', not {transport!r}")
+        if transport == "aiohttp" and not _HAS_AIOHTTP:
+            raise ConfigError("transport='aiohttp' needs aiohttp: pip install 'qwenloop[fast]'")
+        self.transport = "aiohttp" if transport == "auto" and _HAS_AIOHTTP else transport
+        if self.transport == "auto":
+            self.transport = "httpx"
         self.model_name = model
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
@@ -234,7 +265,12 @@ class OpenAIChatModel:
             # The SDK keeps 100 idle connections: with more runs in flight, every other request
             # would open a new one. Keep as many as the user expects to run at once.
             limits = openai.DEFAULT_CONNECTION_LIMITS
-            http_client = openai.DefaultAsyncHttpx2Client(
+            http_class = (
+                openai.DefaultAioHttpClient
+                if self.transport == "aiohttp"
+                else openai.DefaultAsyncHttpx2Client
+            )
+            http_client = http_class(
                 limits=type(limits)(
                     max_connections=max(self.max_connections, limits.max_connections or 0),
                     max_keepalive_connections=self.max_connections,
