@@ -73,6 +73,8 @@ class Agent:
             in flight at once.
         transport: The HTTP client under the openai SDK: "aiohttp" (faster; `qwenloop[fast]`),
             "httpx" (the SDK's default) or "auto" (aiohttp where installed).
+        max_argument_chars: Tool-call arguments longer than this are not parsed; they go back
+            to the model as an error.
     """
 
     def __init__(
@@ -103,6 +105,7 @@ class Agent:
         accept_truncated: bool = False,
         max_connections: int = 256,
         transport: str = "auto",
+        max_argument_chars: int = 4_000_000,
     ) -> None:
         if max_turns < 1:
             raise UserError(f"max_turns must be at least 1, got {max_turns}")
@@ -120,6 +123,7 @@ class Agent:
         self.max_total_tokens = max_total_tokens
         self.max_cost = max_cost
         self.accept_truncated = accept_truncated
+        self.max_argument_chars = max_argument_chars
         self.max_turns = max_turns
         self.tool_concurrency = tool_concurrency
         self.text_tool_calls = text_tool_calls
@@ -220,6 +224,7 @@ class Agent:
             max_cost=self.max_cost,
             send_reasoning=self.send_reasoning,
             accept_truncated=self.accept_truncated,
+            max_argument_chars=self.max_argument_chars,
         )
 
     def _tool_choice(self, settings: ModelSettings) -> tuple[ModelSettings, Any, bool]:

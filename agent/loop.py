@@ -39,6 +39,7 @@ from agent.messages import RunResult, ToolCallRecord, TurnUsage, Usage
 from agent.models.base import ChatModel, ModelRequest, ResponseMeta
 from agent.settings import ModelSettings
 from agent.streaming import (
+    MAX_ARGUMENT_CHARS,
     AssistantTurn,
     PendingCall,
     StreamAssembler,
@@ -81,6 +82,7 @@ class RunConfig:
         max_cost: Stop with UsageLimitExceeded past this cost in CNY.
         accept_truncated: Accept a final answer cut by the token limit (marked in the result)
             instead of raising TruncatedReplyError. A cut tool call never runs either way.
+        max_argument_chars: Longer tool-call arguments go back to the model as an error.
     """
 
     model: ChatModel
@@ -103,6 +105,7 @@ class RunConfig:
     max_total_tokens: int | None = None
     max_cost: float | None = None
     accept_truncated: bool = False
+    max_argument_chars: int = MAX_ARGUMENT_CHARS
 
 
 @dataclass(slots=True)
@@ -294,7 +297,14 @@ def _text_calls(state: RunState, turn: AssistantTurn) -> AssistantTurn:
         return turn
     raw = [{"function": {"name": c.name, "arguments": c.arguments}} for c in parsed.calls]
     reasoning = turn.reasoning or parsed.reasoning
-    return build_turn(parsed.content, reasoning, raw, turn.usage, turn.finish_reason)
+    return build_turn(
+        parsed.content,
+        reasoning,
+        raw,
+        turn.usage,
+        turn.finish_reason,
+        max_argument_chars=cfg.max_argument_chars,
+    )
 
 
 async def _model_turn(
@@ -306,7 +316,9 @@ async def _model_turn(
         response = await model.complete(request)
         if response.meta.balance is not None:
             state.balance = response.meta.balance
-        assistant = parse_completion(response.body)
+        assistant = parse_completion(
+            response.body, max_argument_chars=state.config.max_argument_chars
+        )
         if assistant.reasoning:
             yield ReasoningDeltaEvent(assistant.reasoning, turn)
         if assistant.content and not assistant.calls:
@@ -314,7 +326,7 @@ async def _model_turn(
         yield assistant
         return
     meta = ResponseMeta()
-    assembler = StreamAssembler()
+    assembler = StreamAssembler(max_argument_chars=state.config.max_argument_chars)
     async for chunk in model.stream(request, meta):
         text, reasoning = assembler.feed(chunk)
         if reasoning:

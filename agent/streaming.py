@@ -29,7 +29,8 @@ __all__ = [
 ]
 
 MAX_ARGUMENT_CHARS = 4_000_000
-"""Tool-call arguments longer than this go back to the model as an error, never parsed."""
+"""The default bound: tool-call arguments longer than this go back to the model as an error,
+never parsed (`Agent(max_argument_chars=...)`)."""
 
 _THINK_OPEN = "<think>"
 _THINK_CLOSE = "</think>"
@@ -83,7 +84,9 @@ def _new_id() -> str:
     return "call_" + uuid.uuid4().hex[:24]
 
 
-def decode_arguments(raw: Any) -> tuple[str, dict[str, Any] | None, str | None]:
+def decode_arguments(
+    raw: Any, *, max_chars: int = MAX_ARGUMENT_CHARS
+) -> tuple[str, dict[str, Any] | None, str | None]:
     """Decode a tool call's `arguments` into (canonical JSON text, object, error).
 
     Null or empty arguments mean `{}`. Text that is not a JSON object is kept out of the
@@ -93,8 +96,8 @@ def decode_arguments(raw: Any) -> tuple[str, dict[str, Any] | None, str | None]:
     if raw is None:
         return "{}", {}, None
     text = raw if isinstance(raw, str) else None
-    if text is not None and len(text) > MAX_ARGUMENT_CHARS:
-        return "{}", None, f"the arguments are longer than {MAX_ARGUMENT_CHARS:,} characters"
+    if text is not None and len(text) > max_chars:
+        return "{}", None, f"the arguments are longer than {max_chars:,} characters"
     if text is not None and not text.strip():
         return "{}", {}, None
     try:
@@ -155,6 +158,8 @@ def build_turn(
     raw_calls: list[dict[str, Any]],
     usage: Usage,
     finish_reason: str | None,
+    *,
+    max_argument_chars: int = MAX_ARGUMENT_CHARS,
 ) -> AssistantTurn:
     """Build a normalised turn from its parts (content, reasoning, raw OpenAI tool calls)."""
     if content and (_THINK_CLOSE in content):
@@ -165,7 +170,7 @@ def build_turn(
     for raw in raw_calls:
         fn = raw.get("function") or {}
         name = fn.get("name") or ""
-        text, obj, err = decode_arguments(fn.get("arguments"))
+        text, obj, err = decode_arguments(fn.get("arguments"), max_chars=max_argument_chars)
         call_id = raw.get("id") or _new_id()
         calls.append(PendingCall(call_id, name, text, obj, err))
         wire_calls.append(
@@ -183,7 +188,9 @@ def build_turn(
     return AssistantTurn(message, calls, usage, finish_reason, reasoning or None)
 
 
-def parse_completion(body: dict[str, Any]) -> AssistantTurn:
+def parse_completion(
+    body: dict[str, Any], *, max_argument_chars: int = MAX_ARGUMENT_CHARS
+) -> AssistantTurn:
     """Normalise a whole `chat.completion` body.
 
     Raises:
@@ -203,6 +210,7 @@ def parse_completion(body: dict[str, Any]) -> AssistantTurn:
         list(msg.get("tool_calls") or ()),
         Usage.from_openai(body.get("usage")),
         choice.get("finish_reason"),
+        max_argument_chars=max_argument_chars,
     )
 
 
@@ -213,7 +221,8 @@ class StreamAssembler:
     they arrive; `finish` returns the assembled turn.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_argument_chars: int = MAX_ARGUMENT_CHARS) -> None:
+        self.max_argument_chars = max_argument_chars
         self._content: list[str] = []
         self._reasoning: list[str] = []
         self._calls: list[dict[str, Any]] = []
@@ -340,4 +349,5 @@ class StreamAssembler:
             raw_calls,
             Usage.from_openai(self._usage),
             self._finish,
+            max_argument_chars=self.max_argument_chars,
         )

@@ -389,3 +389,22 @@ async def test_a_whole_reply_without_a_finish_reason_was_cut(openai_server: Scri
     assert caught.value.result is not None
     assert len(openai_server.requests) == 1  # not resent
     await agent.aclose()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
+async def test_arguments_over_the_cap_are_never_parsed(
+    openai_server: ScriptedServer, stream: bool
+) -> None:
+    big = {"a": 2, "b": 3, "pad": "x" * 5_000}
+    if stream:
+        openai_server.script(stream_tool_calls_reply([("add", big)]), stream_text_reply("no"))
+    else:
+        openai_server.script(tool_call_reply("add", big), text_reply("no"))
+    runs: dict[str, int] = {}
+    model = OpenAIChatModel("qwen-plus", base_url=openai_server.url, api_key="k")
+    agent = Agent(chat_model=model, tools=[make_agent(openai_server, runs).tools.get("add")],
+                  max_argument_chars=1_000)  # fmt: skip
+    result = await run_once(agent, stream)
+    assert runs == {}
+    assert "longer than 1,000 characters" in (result.tool_calls[0].error or "")
+    await agent.aclose()
