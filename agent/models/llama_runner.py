@@ -214,9 +214,10 @@ class LlamaRunner:
             )
         limit = min(sampling.max_tokens or room, room)
         outcome.prompt_tokens = len(tokens)
-        if self.prompt_cache is not None:
-            self.prompt_cache.restore(llama, tokens, _cached_prefix(llama, tokens))
         outcome.cached_tokens = _cached_prefix(llama, tokens)
+        if self.prompt_cache is not None:
+            self.prompt_cache.restore(llama, tokens, outcome.cached_tokens)
+            outcome.cached_tokens = _cached_prefix(llama, tokens)
         grammar = _grammar(sampling.response_format) if constrain_json else None
         llama.set_seed(sampling.seed)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -295,6 +296,7 @@ class PromptCache:
     def __init__(self, directory: Path, *, max_entries: int = 8) -> None:
         self.directory = directory
         self.max_entries = max_entries
+        self._parsed: dict[Path, tuple[tuple[int, int], list[int]]] = {}
 
     @classmethod
     def for_model(cls, cache_dir: Path, model_path: Path, n_ctx: int) -> PromptCache:
@@ -311,32 +313,46 @@ class PromptCache:
         return cls(cache_dir / "kv" / digest)
 
     def restore(self, llama: Any, tokens: list[int], live: int) -> None:
-        """Load the snapshot sharing the longest prefix with `tokens` if it beats the live cache."""
-        best: tuple[int, Path] | None = None
-        with contextlib.suppress(OSError):
-            for ids_file in self.directory.glob("*.ids"):
-                try:
-                    ids = json.loads(ids_file.read_text("utf-8"))
-                except (OSError, ValueError):
-                    continue
-                shared = _shared_prefix(ids, tokens)
-                worth_it = shared >= self.MIN_SHARED_TOKENS and shared > live + 16
-                if worth_it and (best is None or shared > best[0]):
-                    best = (shared, ids_file)
+        """Load the snapshot sharing the longest prefix with `tokens` if it beats the live cache.
+
+        An agent's next turn shares its whole prefix with the live cache, so the disk is read
+        only when the live cache holds little of the prompt.
+        """
+        if live >= self.MIN_SHARED_TOKENS:
+            return
+        best: tuple[int, Path, list[int]] | None = None
+        for ids_file, ids in self._snapshots():
+            shared = _shared_prefix(ids, tokens)
+            worth_it = shared >= self.MIN_SHARED_TOKENS and shared > live + 16
+            if worth_it and (best is None or shared > best[0]):
+                best = (shared, ids_file, ids)
         if best is None:
             return
-        ids_file = best[1]
+        _, ids_file, ids = best
         try:
-            ids = json.loads(ids_file.read_text("utf-8"))
-            state = ids_file.with_suffix(".kv").read_bytes()
-            loaded = _load_state(llama, ids, state)
+            loaded = _load_state(llama, ids, ids_file.with_suffix(".kv").read_bytes())
         except (OSError, ValueError, AttributeError, TypeError):
             return
         if not loaded:
             logger.warning("a KV-cache snapshot did not fit this context; removed %s", ids_file)
             _remove(ids_file)
             return
-        os.utime(ids_file)  # most recently used
+        with contextlib.suppress(OSError):
+            os.utime(ids_file)  # most recently used
+
+    def _snapshots(self) -> Iterator[tuple[Path, list[int]]]:
+        """Yield each snapshot's token ids, parsed once per file version."""
+        with contextlib.suppress(OSError):
+            for ids_file in self.directory.glob("*.ids"):
+                try:
+                    version = ids_file.stat().st_size, ids_file.stat().st_ino
+                    known = self._parsed.get(ids_file)
+                    if known is None or known[0] != version:
+                        known = (version, json.loads(ids_file.read_text("utf-8")))
+                        self._parsed[ids_file] = known
+                except (OSError, ValueError):
+                    continue
+                yield ids_file, known[1]
 
     def save(self, llama: Any) -> None:
         """Save the live KV cache as a snapshot (best effort: a failure only costs speed)."""

@@ -139,21 +139,18 @@ class _Failure(Exception):
     retry_after: float | None = None
 
 
+_TIMEOUTS = frozenset(
+    {"ReadTimeout", "WriteTimeout", "PoolTimeout", "TimeoutException", "TimeoutError",
+     "ServerTimeoutError", "SocketTimeoutError", "APITimeoutError"}
+)  # fmt: skip
+
+
 def _failure_kind(exc: BaseException) -> str:
-    """Tell a read timeout (maybe billed) from other connection failures."""
-    for err in (exc, exc.__cause__, exc.__context__):
-        name = type(err).__name__ if err is not None else ""
-        if name in (
-            "ReadTimeout", "WriteTimeout", "PoolTimeout", "TimeoutException", "TimeoutError",
-            "ServerTimeoutError", "SocketTimeoutError",
-        ):  # fmt: skip
-            return "read-timeout"
-        if name == "APITimeoutError" and err is not exc:
-            return "read-timeout"
-    if isinstance(exc, openai.APITimeoutError):
-        cause = exc.__cause__ or exc.__context__
-        return "connect" if type(cause).__name__ == "ConnectTimeout" else "read-timeout"
-    return "connect"
+    """Tell a read timeout (the reply may be billed) from a failure to connect or a broken link."""
+    names = {type(e).__name__ for e in (exc, exc.__cause__, exc.__context__) if e is not None}
+    if "ConnectTimeout" in names:
+        return "connect"
+    return "read-timeout" if names & _TIMEOUTS else "connect"
 
 
 async def _close_quietly(cm: Any) -> None:
