@@ -215,3 +215,24 @@ async def test_a_new_process_resumes_the_prompt_from_the_disk_cache(tmp_path) ->
         two["choices"][0]["message"]["tool_calls"][0]["function"]
         == (one["choices"][0]["message"]["tool_calls"][0]["function"])
     )
+
+
+async def test_a_corrupt_snapshot_is_dropped_not_trusted(tmp_path) -> None:
+    first = LocalChatModel(n_ctx=2048, prompt_cache=tmp_path)
+    try:
+        one = (await first.complete(first_turn())).body
+    finally:
+        await first.aclose()
+    (snapshot,) = (tmp_path / "kv").glob("*/*.kv")
+    snapshot.write_bytes(b"\x00garbage" * 1000)
+
+    second = LocalChatModel(n_ctx=2048, prompt_cache=tmp_path)
+    try:
+        two = (await second.complete(first_turn())).body
+    finally:
+        await second.aclose()
+    assert two["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    assert (
+        two["choices"][0]["message"]["tool_calls"][0]["function"]
+        == (one["choices"][0]["message"]["tool_calls"][0]["function"])
+    )

@@ -334,7 +334,10 @@ class PromptCache:
         except (OSError, ValueError, AttributeError, TypeError):
             return
         if not loaded:
-            logger.warning("a KV-cache snapshot did not fit this context; removed %s", ids_file)
+            logger.warning(
+                "a KV-cache snapshot could not be loaded (corrupt, or another context); removed %s",
+                ids_file,
+            )
             _remove(ids_file)
             return
         with contextlib.suppress(OSError):
