@@ -198,6 +198,22 @@ class TruncatedReplyError(ModelBehaviorError):
         self.tool_calls = list(tool_calls or [])
 
 
+class RequiredToolCallError(ModelBehaviorError):
+    """`tool_choice` required a tool call and the model answered without one, even when asked again.
+
+    Raised where the provider cannot force a call itself and qwenloop asks again instead (see
+    `ModelProfile.tool_choice_values`). The answer it gave is the last message of
+    `.result.messages`.
+
+    Attributes:
+        text: The model's answer, which no tool informed.
+    """
+
+    def __init__(self, message: str, *, text: str = "") -> None:
+        super().__init__(message)
+        self.text = text
+
+
 class OutputValidationError(ModelBehaviorError):
     """Structured output did not validate within the retry budget.
 

@@ -1,0 +1,139 @@
+"""A finished turn: recorded and checked (token limit, budgets), and an answer accepted or not."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import ValidationError
+
+from agent.errors import (
+    OutputValidationError,
+    RequiredToolCallError,
+    TruncatedReplyError,
+    UsageLimitExceeded,
+)
+from agent.events import TurnEndEvent
+from agent.execution import validation_summary
+from agent.messages import TurnUsage
+from agent.state import RunState
+from agent.streaming import AssistantTurn
+
+__all__ = ["accept_answer", "record_turn"]
+
+_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
+
+
+def _check_output(state: RunState, assistant: AssistantTurn) -> bool:
+    """Validate structured output; on failure ask again (bounded). True when the run may end."""
+    cfg = state.config
+    assert cfg.output_type is not None
+    text = assistant.content
+    fenced = _FENCE.match(text)
+    try:
+        state.parsed = cfg.output_type.model_validate_json(fenced.group(1) if fenced else text)
+        return True
+    except ValidationError as exc:
+        errors = validation_summary(exc).removeprefix("invalid arguments: ")
+        if state.output_failures >= cfg.output_retries:
+            raise OutputValidationError(
+                f"the model's reply did not validate as {cfg.output_type.__name__} after "
+                f"{state.output_failures + 1} tries: {errors}",
+                raw_text=text,
+                errors=exc.errors(),
+            ) from None
+        state.output_failures += 1
+        state.messages.append(
+            {
+                "role": "user",
+                "content": f"Your reply did not validate: {errors}. Reply again with only the "
+                "corrected JSON object.",
+            }
+        )
+        return False
+
+
+def _check_limits(state: RunState) -> None:
+    cfg = state.config
+    if cfg.max_total_tokens is not None and state.usage.total_tokens > cfg.max_total_tokens:
+        raise UsageLimitExceeded(
+            f"the run used {state.usage.total_tokens} tokens, over its budget of "
+            f"{cfg.max_total_tokens}; raise the limit or shorten the task",
+            limit="total_tokens",
+            value=state.usage.total_tokens,
+            maximum=cfg.max_total_tokens,
+        )
+    if cfg.max_cost is not None and (state.cost or 0.0) > cfg.max_cost:
+        raise UsageLimitExceeded(
+            f"the run cost {state.cost:.6f} CNY, over its budget of {cfg.max_cost} CNY",
+            limit="cost",
+            value=state.cost or 0.0,
+            maximum=cfg.max_cost,
+        )
+
+
+def _check_truncation(state: RunState, assistant: AssistantTurn) -> None:
+    """Handle a reply cut by the token limit: never run its calls; accept its text if allowed."""
+    if not assistant.calls and state.config.accept_truncated:
+        state.truncated = True
+        return
+    state.usage.add(assistant.usage)  # the cut reply was billed all the same
+    names = [call.name for call in assistant.calls]
+    what = f"a call to {', '.join(names)}" if names else "the answer"
+    raise TruncatedReplyError(
+        f"the model's reply was cut by the token limit (finish_reason 'length') in {what}; "
+        "raise max_tokens"
+        + ("" if names else ", or pass accept_truncated=True to accept a cut answer"),
+        text=assistant.content,
+        tool_calls=names,
+    )
+
+
+def record_turn(state: RunState, assistant: AssistantTurn) -> TurnEndEvent:
+    """Add a finished turn to the run: its message, usage and cost; then check the budgets.
+
+    Raises:
+        TruncatedReplyError: The reply was cut by the token limit (see `_check_truncation`).
+        UsageLimitExceeded: The run went over its token or cost budget.
+    """
+    cfg = state.config
+    if assistant.finish_reason == "length":
+        _check_truncation(state, assistant)
+    state.messages.append(assistant.message)
+    state.usage.add(assistant.usage)
+    cost = cfg.cost(assistant.usage) if cfg.cost else None
+    if cost is not None:
+        state.cost = (state.cost or 0.0) + cost
+    state.turn_usage.append(TurnUsage(turn=state.turns, usage=assistant.usage, cost=cost))
+    if assistant.reasoning:
+        state.reasoning = assistant.reasoning
+    _check_limits(state)
+    return TurnEndEvent(
+        state.turns, assistant.usage, assistant.finish_reason, len(assistant.calls), cost
+    )
+
+
+def accept_answer(state: RunState, assistant: AssistantTurn) -> bool:
+    """Decide whether a reply without tool calls ends the run; if not, ask the model again.
+
+    Raises:
+        RequiredToolCallError: A tool call was required (emulated) and the model still
+            answered without one after being asked again.
+        OutputValidationError: Structured output failed validation too many times.
+    """
+    cfg = state.config
+    if cfg.emulate_required and not state.records:
+        if state.required_misses >= cfg.required_retries:
+            raise RequiredToolCallError(
+                f"the model answered without calling a tool {state.required_misses + 1} times "
+                "although tool_choice required a call; its answer is in .result.messages",
+                text=assistant.content,
+            )
+        state.required_misses += 1
+        state.messages.append(
+            {"role": "user", "content": "Call one of the tools now; do not answer directly."}
+        )
+        return False
+    if cfg.output_type is not None and not _check_output(state, assistant):
+        return False
+    state.output = assistant.content
+    return True
