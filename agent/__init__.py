@@ -38,8 +38,9 @@ from agent.events import (
     TurnEndEvent,
 )
 from agent.messages import RunResult, ToolCallRecord, TurnUsage, Usage
+from agent.models.profile import ModelProfile, Price
 from agent.prompts import Template
-from agent.settings import ModelSettings
+from agent.settings import ModelSettings, SearchOptions
 from agent.tool import Tool, ToolRegistry, ToolRetry, tool
 
 __version__ = "0.1.0"
@@ -58,9 +59,11 @@ __all__ = [
     "ModelConnectionError",
     "ModelError",
     "ModelNotSupportedError",
+    "ModelProfile",
     "ModelSettings",
     "ModelStreamError",
     "OutputValidationError",
+    "Price",
     "PromptRenderError",
     "RateLimitError",
     "ReasoningDeltaEvent",
@@ -68,6 +71,7 @@ __all__ = [
     "RunEndEvent",
     "RunResult",
     "RunStartEvent",
+    "SearchOptions",
     "ServerError",
     "Template",
     "TextDeltaEvent",

@@ -14,17 +14,15 @@ from agent.events import AgentEvent, RunEndEvent
 from agent.loop import RunConfig, run_events
 from agent.messages import RunResult, Usage
 from agent.models.base import ChatModel
+from agent.models.profile import ModelProfile, Price, resolve_profile
 from agent.providers import ResolvedEndpoint, resolve_endpoint
+from agent.request import plan_run
 from agent.settings import ModelSettings, settings_from
 from agent.tool import Tool, ToolRegistry
 
 __all__ = ["Agent"]
 
 Input = str | Sequence[dict[str, Any]]
-LOCAL_INSTRUCTIONS = (
-    "You are a helpful assistant. Use the tools when needed, then answer the user's question "
-    "with the tool results."
-)
 SearchMode = Literal["server", "local", "auto", "off"]
 TextToolCalls = Literal["auto", "always", "never"]
 
@@ -75,6 +73,13 @@ class Agent:
             "httpx" (the SDK's default) or "auto" (aiohttp where installed).
         max_argument_chars: Tool-call arguments longer than this are not parsed; they go back
             to the model as an error.
+        profile: Overrides of the model profile's fields (see `ModelProfile`), e.g.
+            `{"preserve_thinking": True}` for a model the catalogue does not know yet.
+        price: The model's price, for a model the catalogue does not price (needed by
+            `max_cost`), or to replace the catalogue's.
+        headers: Extra HTTP headers for every request (e.g. `X-DashScope-DataInspection`).
+        cache_instructions: Mark the system prompt cacheable (`cache_control`), for providers
+            with an explicit context cache (DashScope).
     """
 
     def __init__(
@@ -106,6 +111,10 @@ class Agent:
         max_connections: int = 256,
         transport: str = "auto",
         max_argument_chars: int = 4_000_000,
+        profile: dict[str, Any] | None = None,
+        price: Price | None = None,
+        headers: dict[str, str] | None = None,
+        cache_instructions: bool = False,
     ) -> None:
         if max_turns < 1:
             raise UserError(f"max_turns must be at least 1, got {max_turns}")
@@ -129,6 +138,7 @@ class Agent:
         self.text_tool_calls = text_tool_calls
         self.loop_guard = loop_guard
         self.instructions = instructions
+        self.cache_instructions = cache_instructions
         self.endpoint: ResolvedEndpoint | None = None
         if chat_model is not None:
             self.model: ChatModel = chat_model
@@ -137,12 +147,21 @@ class Agent:
                 provider, base_url=base_url, api_key=api_key, model=model
             )
             self.model = _make_model(
-                self.endpoint, retries, timeout, model_path, max_connections, transport
+                self.endpoint, retries, timeout, model_path, max_connections, transport, headers
             )
-        if instructions is None and self.model.provider == "local":
-            # Measured with the bundled 1.5B model: without this line it often thanks the user
-            # for a tool result instead of answering with it (3 of 8 questions right; 8 of 8 with).
-            self.instructions = LOCAL_INSTRUCTIONS
+        overrides = dict(profile or {})
+        if price is not None:
+            overrides["price"] = price
+        self.profile: ModelProfile = resolve_profile(
+            self.model.provider, self.model.model_name, overrides
+        )
+        if max_cost is not None and not self.profile.priced:
+            raise ConfigError(
+                f"max_cost needs the price of {self.model.model_name!r}, which qwenloop does "
+                "not know: pass price=Price(input=..., output=...) in CNY per 1M tokens"
+            )
+        if instructions is None:
+            self.instructions = self.profile.default_instructions
         self._system_prompt()  # a wrong instructions type fails here, not at the first run
         self.tools = ToolRegistry(_resolve_tools(tools))
         self.search_mode = self._apply_search(search, search_fetch)
@@ -159,15 +178,15 @@ class Agent:
             return "off"
         from agent.search import choose_search_mode
 
-        mode = choose_search_mode(search, self.model.provider, self.model.model_name)
+        mode = choose_search_mode(search, self.profile)
         if mode == "server":
             self.settings = self.settings.merge(ModelSettings(enable_search=True))
         elif mode == "local":
-            from tools import get_builtin
+            from agent.tool_plugins import load_tool
 
             for name in ("web_search", "fetch_url") if fetch else ("web_search",):
                 if name not in self.tools:
-                    self.tools.add(get_builtin(name))
+                    self.tools.add(load_tool(name))
         return mode
 
     def _system_prompt(self) -> Callable[[], str | None] | None:
@@ -186,7 +205,11 @@ class Agent:
         agent = self
 
         def system() -> str | None:
-            result: str = render(agent)
+            result: str = render(
+                tools=list(agent.tools),
+                search_mode=agent.search_mode,
+                model=agent.model.model_name,
+            )
             return result
 
         return system
@@ -196,30 +219,37 @@ class Agent:
         settings: ModelSettings | dict[str, Any] | None,
         max_turns: int | None,
         output_type: type[BaseModel] | None,
+        stream: bool,
     ) -> RunConfig:
         merged = self.settings.merge(settings_from(settings)) if settings else self.settings
         if settings:
             _check_translation(merged)
-        merged, force, emulate = self._tool_choice(merged)
-        output = output_type or self.output_type
-        info = _catalog_info(self.model.model_name)
-        json_schema = self.model.provider == "openai" or bool(info and info.supports_json_schema)
+        plan = plan_run(self.profile, merged, self.tools.names, stream=stream)
+        profile = self.profile
+
+        def cost(usage: Usage) -> float | None:
+            return profile.cost(usage, thinking=plan.thinking)
+
         return RunConfig(
             model=self.model,
             registry=self.tools,
-            settings=merged,
+            settings=plan.settings,
             max_turns=max_turns or self.max_turns,
             system_prompt=self._system_prompt(),
             search_mode=self.search_mode,
             tool_concurrency=self.tool_concurrency,
             text_tool_calls=self.text_tool_calls,
             loop_guard=self.loop_guard,
-            cost=_cost_function(self.model.model_name),
-            output_type=output,
+            cost=cost if profile.priced else None,
+            output_type=output_type or self.output_type,
             output_retries=self.output_retries,
-            json_schema_format=json_schema,
-            force_tool_choice=force,
-            emulate_required=emulate,
+            json_schema_format=profile.json_schema,
+            force_tool_choice=plan.force_tool_choice,
+            emulate_required=plan.emulate_required,
+            required_tool=plan.required_tool,
+            thinking=plan.thinking,
+            stream=stream or plan.stream,
+            cache_instructions=self.cache_instructions,
             max_total_tokens=self.max_total_tokens,
             max_cost=self.max_cost,
             send_reasoning=self.send_reasoning,
@@ -227,57 +257,29 @@ class Agent:
             max_argument_chars=self.max_argument_chars,
         )
 
-    def _tool_choice(self, settings: ModelSettings) -> tuple[ModelSettings, Any, bool]:
-        """Move a forcing tool_choice to the first turn only, emulating "required" if needed.
-
-        Forcing every turn would never let the run end, so "required" and a named tool apply
-        to the first turn; later turns use the provider's default ("auto").
-        """
-        choice = settings.tool_choice
-        if choice is None or choice in ("auto", "none"):
-            return settings, None, False
-        data = settings.model_dump(exclude_unset=True)
-        data.pop("tool_choice")
-        rest = ModelSettings(**data)
-        if isinstance(choice, str) and choice != "required":
-            if choice not in self.tools:
-                raise UserError(
-                    f"tool_choice names {choice!r}, which is not a tool of this agent; "
-                    f"tools: {', '.join(self.tools.names) or 'none'}"
-                )
-            return rest, {"type": "function", "function": {"name": choice}}, False
-        if choice != "required":
-            return rest, choice, False
-        if not len(self.tools):
-            raise UserError('tool_choice="required" needs at least one tool')
-        preset = self.endpoint.provider if self.endpoint else None
-        if preset is None or "required" in preset.tool_choice_values:
-            return rest, "required", False
-        if len(self.tools) == 1:  # DashScope takes a named function but not "required"
-            return rest, {"type": "function", "function": {"name": self.tools.names[0]}}, False
-        return rest, None, True
-
     def _events(
         self, input: Input, stream: bool, options: dict[str, Any]
     ) -> AsyncIterator[AgentEvent]:
-        config = self._config(options["settings"], options["max_turns"], options["output_type"])
+        config = self._config(
+            options["settings"], options["max_turns"], options["output_type"], stream
+        )
         # Prompt templates render before any request, so their errors come first.
         if config.system_prompt is not None:
             config.system_prompt()
         messages = _conversation(input, options["history"])
         if options["images"] or options["video"] is not None:
             self._attach_media(messages, options["images"], options["video"])
-        return run_events(config, messages, stream=stream)
+        return run_events(config, messages)
 
     def _attach_media(self, messages: list[dict[str, Any]], images: Any, video: Any) -> None:
         from agent.content import user_message
 
-        info = _catalog_info(self.model.model_name)
-        if info is not None and images and not info.supports_images:
+        profile = self.profile
+        if images and profile.images is False:
             raise ModelNotSupportedError(
                 f"model {self.model.model_name!r} does not take images; use a qwen-vl model"
             )
-        if info is not None and video is not None and not info.supports_video:
+        if video is not None and profile.video is False:
             raise ModelNotSupportedError(
                 f"model {self.model.model_name!r} does not take video; use a qwen-vl model"
             )
@@ -440,9 +442,9 @@ def _resolve_tools(
     out: list[Tool | Callable[..., Any]] = []
     for item in items:
         if isinstance(item, str):
-            from tools import get_builtin
+            from agent.tool_plugins import load_tool
 
-            out.append(get_builtin(item))
+            out.append(load_tool(item))
         else:
             out.append(item)
     return out
@@ -455,6 +457,7 @@ def _make_model(
     model_path: str | None,
     max_connections: int,
     transport: str,
+    headers: dict[str, str] | None,
 ) -> ChatModel:
     if endpoint.provider.name == "local":
         try:
@@ -475,13 +478,8 @@ def _make_model(
         timeout=timeout,
         max_connections=max_connections,
         transport=transport,
+        default_headers=headers,
     )
-
-
-def _catalog_info(model: str) -> Any:
-    from agent import catalog
-
-    return catalog.lookup(model)
 
 
 def _check_translation(settings: ModelSettings) -> None:
@@ -493,17 +491,3 @@ def _check_translation(settings: ModelSettings) -> None:
     if "source_lang" not in options or "target_lang" not in options:
         raise UserError("translation_options needs source_lang and target_lang")
     translation_options(options["source_lang"], options["target_lang"])
-
-
-def _cost_function(model: str) -> Callable[[Usage], float | None] | None:
-    try:
-        from agent import catalog
-    except ImportError:
-        return None
-    if catalog.lookup(model) is None:
-        return None
-
-    def cost(usage: Usage) -> float | None:
-        return catalog.cost(model, usage.prompt_tokens, usage.completion_tokens)
-
-    return cost

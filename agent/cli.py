@@ -248,12 +248,13 @@ async def _run(agent: Agent, args: argparse.Namespace) -> RunResult:
 
 
 def _print_tools(as_json: bool) -> None:
-    from tools import BUILTIN_TOOLS
+    from agent.tool_plugins import available_tools, load_tool
 
+    installed = {name: load_tool(name) for name in available_tools()}
     if as_json:
-        print(json.dumps([t.openai_schema() for t in BUILTIN_TOOLS.values()], indent=2))
+        print(json.dumps([t.openai_schema() for t in installed.values()], indent=2))
         return
-    for name, t in BUILTIN_TOOLS.items():
+    for name, t in installed.items():
         print(f"{name}: {t.description.splitlines()[0] if t.description else ''}")
         print(f"  parameters: {json.dumps(t.parameters, ensure_ascii=False)}")
 

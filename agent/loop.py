@@ -24,7 +24,7 @@ __all__ = ["RunConfig", "RunState", "run_events"]
 
 
 async def run_events(
-    config: RunConfig, messages: list[dict[str, Any]], *, stream: bool
+    config: RunConfig, messages: list[dict[str, Any]]
 ) -> AsyncIterator[AgentEvent]:
     """Drive one run to its end and yield its events; the last is a RunEndEvent.
 
@@ -37,7 +37,7 @@ async def run_events(
             state.begin_turn()
             request = build_request(state)
             assistant: AssistantTurn | None = None
-            async for item in model_turn(state, request, stream):
+            async for item in model_turn(state, request, config.stream):
                 if isinstance(item, AssistantTurn):
                     assistant = item
                 else:

@@ -129,8 +129,9 @@ def accept_answer(state: RunState, assistant: AssistantTurn) -> bool:
                 text=assistant.content,
             )
         state.required_misses += 1
+        which = f"the {cfg.required_tool} tool" if cfg.required_tool else "one of the tools"
         state.messages.append(
-            {"role": "user", "content": "Call one of the tools now; do not answer directly."}
+            {"role": "user", "content": f"Call {which} now; do not answer directly."}
         )
         return False
     if cfg.output_type is not None and not _check_output(state, assistant):

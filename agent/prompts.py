@@ -13,7 +13,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +25,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from agent.errors import PromptRenderError, UserError
 
 if TYPE_CHECKING:
-    from agent.agent import Agent
+    from agent.tool import Tool
 
 __all__ = ["Template", "shipped_templates", "templates_dir"]
 
@@ -311,10 +311,10 @@ class Template:
                 parts.append(part)
         return "".join(parts).strip()
 
-    def render_system(self, agent: Agent) -> str:
-        """Render for an agent: its tools and search mode join the variables."""
-        tools = [{"name": t.name, "description": t.description} for t in agent.tools]
-        return self.render(tools=tools, search_mode=agent.search_mode, model=agent.model.model_name)
+    def render_system(self, *, tools: Iterable[Tool], search_mode: str, model: str) -> str:
+        """Render for an agent's turn: its tools, search mode and model join the variables."""
+        offered = [{"name": t.name, "description": t.description} for t in tools]
+        return self.render(tools=offered, search_mode=search_mode, model=model)
 
 
 def _describe(exc: BaseException) -> str:

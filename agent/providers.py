@@ -25,8 +25,9 @@ class Provider:
         key_env: The environment variable holding its API key.
         default_model: The model used when none is given.
         needs_key: Whether requests fail without a key.
-        tool_choice_values: The string tool_choice values the endpoint accepts.
-        server_search: Whether the endpoint implements Qwen's `enable_search`.
+
+    What the endpoint accepts and how it behaves is the model profile's business
+    (`agent.models.profile`), not the preset's.
     """
 
     name: str
@@ -34,39 +35,27 @@ class Provider:
     key_env: str | None
     default_model: str
     needs_key: bool = True
-    tool_choice_values: frozenset[str] = frozenset({"auto", "none", "required"})
-    server_search: bool = False
 
 
-_QWEN_CHOICES = frozenset({"auto", "none"})  # DashScope rejects "required" with a 400
+# DashScope's regions and their OpenAI-compatible URLs; a key works only in its own region.
+# https://www.alibabacloud.com/help/en/model-studio/base-url . Japan and Frankfurt have only
+# per-workspace URLs: pass base_url="https://{WorkspaceId}.{region}.maas.aliyuncs.com/
+# compatible-mode/v1" with provider="dashscope".
+_DASHSCOPE_REGIONS = {
+    "dashscope": "https://dashscope.aliyuncs.com/compatible-mode/v1",  # China (Beijing)
+    "dashscope-intl": "https://dashscope-intl.aliyuncs.com/compatible-mode/v1",  # Singapore
+    "dashscope-us": "https://dashscope-us.aliyuncs.com/compatible-mode/v1",  # US (Virginia)
+    "dashscope-hk": "https://cn-hongkong.dashscope.aliyuncs.com/compatible-mode/v1",  # Hong Kong
+}
 
 PROVIDERS: dict[str, Provider] = {
     p.name: p
     for p in (
-        Provider(
-            "dashscope",
-            "https://dashscope.aliyuncs.com/compatible-mode/v1",
-            "DASHSCOPE_API_KEY",
-            "qwen-plus",
-            tool_choice_values=_QWEN_CHOICES,
-            server_search=True,
+        *(
+            Provider(name, url, "DASHSCOPE_API_KEY", "qwen-plus")
+            for name, url in _DASHSCOPE_REGIONS.items()
         ),
-        Provider(
-            "dashscope-intl",
-            "https://dashscope-intl.aliyuncs.com/compatible-mode/v1",
-            "DASHSCOPE_API_KEY",
-            "qwen-plus",
-            tool_choice_values=_QWEN_CHOICES,
-            server_search=True,
-        ),
-        Provider(
-            "wcode",
-            "https://wcode.net/api/gpt/v1",
-            "WCODE_API_KEY",
-            "qwen-plus",
-            tool_choice_values=_QWEN_CHOICES,
-            server_search=True,
-        ),
+        Provider("wcode", "https://wcode.net/api/gpt/v1", "WCODE_API_KEY", "qwen-plus"),
         Provider("openai", "https://api.openai.com/v1", "OPENAI_API_KEY", "gpt-4o-mini"),
         Provider(
             "ollama", "http://localhost:11434/v1", "OLLAMA_API_KEY", "qwen2.5:7b", needs_key=False

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from agent.errors import UserError
 
-__all__ = ["ModelSettings", "settings_from"]
+__all__ = ["ModelSettings", "SearchOptions", "settings_from"]
 
 ToolChoice = Literal["auto", "none", "required"] | str | dict[str, Any]
 
@@ -34,8 +34,41 @@ _OPENAI_PARAMS = frozenset(
         "tool_choice",
         "parallel_tool_calls",
         "verbosity",
+        "n",
+        "max_completion_tokens",
+        "stream_options",
     }
 )
+
+
+class SearchOptions(BaseModel):
+    """DashScope's `search_options`, for server-side search (`enable_search`).
+
+    Source: https://www.alibabacloud.com/help/en/model-studio/web-search and the `search_options`
+    entry of https://www.alibabacloud.com/help/en/model-studio/qwen-api-via-openai-chat-completions
+
+    Attributes:
+        forced_search: Always search, even when the model would not.
+        search_strategy: "turbo" (the default), "max", "agent" or "agent_max" (the agent
+            strategies only on some models).
+        enable_search_extension: Also search domain-specific sources.
+        enable_source: Return the sources searched.
+        enable_citation: Cite the sources in the answer (needs `enable_source`).
+        citation_format: The citation marker, e.g. "[<number>]" or "[ref_<number>]".
+        freshness: Only pages from the last N days.
+        assigned_site_list: Only these sites.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    forced_search: bool | None = None
+    search_strategy: Literal["turbo", "max", "agent", "agent_max"] | None = None
+    enable_search_extension: bool | None = None
+    enable_source: bool | None = None
+    enable_citation: bool | None = None
+    citation_format: str | None = None
+    freshness: int | None = Field(None, ge=1)
+    assigned_site_list: list[str] | None = None
 
 
 class ModelSettings(BaseModel):
@@ -62,10 +95,18 @@ class ModelSettings(BaseModel):
             {"type": "function", "function": {"name": ...}}.
         parallel_tool_calls: Let the model call several tools in one turn (default true).
         enable_search: Let Qwen search the web on the server side.
-        search_options: DashScope's search options (e.g. {"forced_search": true}).
+        search_options: DashScope's search options (a `SearchOptions` or a dict of its fields).
         translation_options: {"source_lang": ..., "target_lang": ...} for the qwen-mt models.
         verbosity: "low", "medium" or "high".
-        enable_thinking: Turn a hybrid-thinking model's reasoning on or off (DashScope).
+        enable_thinking: Turn a hybrid model's reasoning on or off (None: the model's default;
+            see the README's "Qwen3 and thinking").
+        thinking_budget: At most this many reasoning tokens, >= 1 (DashScope).
+        preserve_thinking: Send earlier reasoning back as input (DashScope, some models).
+        max_completion_tokens: Upper bound on reasoning plus answer tokens, >= 1.
+        n: Replies per request, >= 1 (DashScope: 1-4, and 1 with tools); the run uses the first.
+        vl_high_resolution_images: Let qwen-vl models read images at a higher resolution.
+        enable_code_interpreter: Let the model run code on the server (DashScope, some models).
+        stream_options: e.g. {"include_usage": true}; sent with streamed requests only.
         timeout: Seconds one model request may take.
         extra_body: Any other field to send as is.
     """
@@ -91,10 +132,17 @@ class ModelSettings(BaseModel):
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     enable_search: bool | None = None
-    search_options: dict[str, Any] | None = None
+    search_options: SearchOptions | None = None
     translation_options: dict[str, Any] | None = None
     verbosity: Literal["low", "medium", "high"] | None = None
     enable_thinking: bool | None = None
+    thinking_budget: int | None = Field(None, ge=1)
+    preserve_thinking: bool | None = None
+    max_completion_tokens: int | None = Field(None, ge=1)
+    n: int | None = Field(None, ge=1, le=128)
+    vl_high_resolution_images: bool | None = None
+    enable_code_interpreter: bool | None = None
+    stream_options: dict[str, bool] | None = None
     timeout: float | None = Field(None, gt=0)
     extra_body: dict[str, Any] | None = None
 

@@ -43,6 +43,10 @@ class RunConfig:
         emulate_required: The provider lacks tool_choice "required": re-ask a turn that
             answered without calling a tool.
         required_retries: Turns that may be re-asked when "required" is emulated.
+        required_tool: With `emulate_required`, the one tool the model must call (None: any).
+        thinking: The model reasons in this run (for its price).
+        cache_instructions: Mark the system prompt cacheable (`cache_control`).
+        stream: Stream the model's replies (asked for, or needed by thinking).
         max_total_tokens: Stop with UsageLimitExceeded past this many tokens.
         max_cost: Stop with UsageLimitExceeded past this cost in CNY.
         accept_truncated: Accept a final answer cut by the token limit (marked in the result)
@@ -67,6 +71,10 @@ class RunConfig:
     force_tool_choice: Any = None
     emulate_required: bool = False
     required_retries: int = 1
+    required_tool: str | None = None
+    thinking: bool = False
+    cache_instructions: bool = False
+    stream: bool = False
     max_total_tokens: int | None = None
     max_cost: float | None = None
     accept_truncated: bool = False

@@ -121,8 +121,9 @@ async def test_reasoning_null_and_cached_tokens_from_the_reference(openai_server
     assert result.reasoning is None and "reasoning_content" not in result.messages[-1]
     assert result.usage.prompt_tokens == 758 and result.usage.cached_prompt_tokens == 0
     assert result.balance == "123.0165"
-    # qwen-plus costs 4 CNY in / 12 CNY out per 1M tokens (DashScope's price list)
-    assert result.cost == pytest.approx(758 * 4 / 1e6 + 68 * 12 / 1e6)
+    # qwen-plus costs 0.8 CNY in / 2 CNY out per 1M tokens up to 128K of input (today's price
+    # list, https://help.aliyun.com/zh/model-studio/model-pricing; the reference said 4 / 12)
+    assert result.cost == pytest.approx(758 * 0.8 / 1e6 + 68 * 2 / 1e6)
     assert result.turn_usage[0].cost == pytest.approx(result.cost)
 
 

@@ -292,7 +292,9 @@ class OpenAIChatModel:
         if stream:
             kwargs["stream"] = True
             if self.stream_usage:
-                body["stream_options"] = {"include_usage": True}
+                body.setdefault("stream_options", {"include_usage": True})
+        else:
+            body.pop("stream_options", None)  # refused without `stream`
         return kwargs
 
     def _map_status(self, exc: openai.APIStatusError) -> ModelAPIError:
