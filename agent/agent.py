@@ -60,8 +60,8 @@ class Agent:
         output_type: A pydantic model the final answer must validate as; the result's
             `parsed` holds the instance.
         output_retries: Invalid structured replies the model may correct.
-        send_reasoning: Send `reasoning_content` back on tool-call turns (for providers that
-            require it); off by default.
+        send_reasoning: Send `reasoning_content` back on tool-call turns; None (the default)
+            follows the model profile (only providers that require it get it).
         max_total_tokens: A token budget per run (`UsageLimitExceeded` past it).
         max_cost: A cost budget per run in CNY, where the model's price is known.
         accept_truncated: Accept a final answer cut by `max_tokens` (the result's `truncated`
@@ -104,7 +104,7 @@ class Agent:
         model_path: str | None = None,
         output_type: type[BaseModel] | None = None,
         output_retries: int = 2,
-        send_reasoning: bool = False,
+        send_reasoning: bool | None = None,
         max_total_tokens: int | None = None,
         max_cost: float | None = None,
         accept_truncated: bool = False,
@@ -252,7 +252,9 @@ class Agent:
             cache_instructions=self.cache_instructions,
             max_total_tokens=self.max_total_tokens,
             max_cost=self.max_cost,
-            send_reasoning=self.send_reasoning,
+            send_reasoning=(
+                profile.send_reasoning if self.send_reasoning is None else self.send_reasoning
+            ),
             accept_truncated=self.accept_truncated,
             max_argument_chars=self.max_argument_chars,
         )
