@@ -17,18 +17,9 @@ from agent.events import AgentEvent, LoopGuardEvent, ToolCallFinishedEvent, Tool
 from agent.messages import ToolCallRecord
 from agent.state import RunState
 from agent.streaming import PendingCall
-from agent.tool import ToolRetry, format_tool_output
+from agent.tool import ToolRetry, format_tool_output, validation_summary
 
-__all__ = ["dispatch", "validation_summary"]
-
-
-def validation_summary(exc: ValidationError) -> str:
-    """The first few validation errors, one phrase each, for the model to correct."""
-    parts = []
-    for err in exc.errors()[:5]:
-        loc = ".".join(str(p) for p in err["loc"]) or "arguments"
-        parts.append(f"{loc}: {err['msg']}")
-    return "invalid arguments: " + "; ".join(parts)
+__all__ = ["dispatch"]
 
 
 async def _execute(state: RunState, call: PendingCall, turn: int) -> ToolCallRecord:

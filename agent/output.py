@@ -13,10 +13,10 @@ from agent.errors import (
     UsageLimitExceeded,
 )
 from agent.events import TurnEndEvent
-from agent.execution import validation_summary
 from agent.messages import TurnUsage
 from agent.state import RunState
 from agent.streaming import AssistantTurn
+from agent.tool import validation_summary
 
 __all__ = ["accept_answer", "record_turn"]
 

@@ -17,13 +17,13 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, overload
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
 
 from agent.errors import UserError
 from agent.schema import function_schema
 
-__all__ = ["Tool", "ToolRegistry", "ToolRetry", "tool"]
+__all__ = ["Tool", "ToolRegistry", "ToolRetry", "tool", "validation_summary"]
 
 _NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _executor: ThreadPoolExecutor | None = None
@@ -132,6 +132,15 @@ class Tool:
             return await coro
         async with asyncio.timeout(self.timeout):
             return await coro
+
+
+def validation_summary(exc: ValidationError) -> str:
+    """The first few validation errors, one phrase each, for the model to correct."""
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "arguments"
+        parts.append(f"{loc}: {err['msg']}")
+    return "invalid arguments: " + "; ".join(parts)
 
 
 def format_tool_output(value: Any) -> str:
