@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent.errors import ModelBehaviorError
 from agent.messages import Usage
+from agent.textcalls import repair_json, split_think
 
 __all__ = [
     "AssistantTurn",
@@ -107,7 +109,7 @@ def decode_arguments(
             try:
                 value = json.loads(text, parse_constant=_no_constant)
             except json.JSONDecodeError as exc:
-                value = _repair(text)
+                value = repair_json(text)
                 if value is None:
                     return (
                         "{}",
@@ -128,30 +130,6 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
-def _repair(text: str) -> Any:
-    try:
-        from agent.textcalls import repair_json
-    except ImportError:  # pragma: no cover - the parser module ships with the runtime
-        return None
-    return repair_json(text)
-
-
-def _split_think(text: str) -> tuple[str, str | None]:
-    """Move a leading `<think>...</think>` block (or text before a lone `</think>`) aside."""
-    stripped = text.lstrip()
-    if stripped.startswith(_THINK_OPEN):
-        end = stripped.find(_THINK_CLOSE)
-        if end == -1:
-            return "", stripped[len(_THINK_OPEN) :].strip()
-        return stripped[end + len(_THINK_CLOSE) :].lstrip(), stripped[
-            len(_THINK_OPEN) : end
-        ].strip()
-    end = text.find(_THINK_CLOSE)
-    if end != -1:
-        return text[end + len(_THINK_CLOSE) :].lstrip(), text[:end].strip()
-    return text, None
-
-
 def build_turn(
     content: str | None,
     reasoning: str | None,
@@ -160,25 +138,33 @@ def build_turn(
     finish_reason: str | None,
     *,
     max_argument_chars: int = MAX_ARGUMENT_CHARS,
+    native_calls: Sequence[PendingCall] = (),
 ) -> AssistantTurn:
-    """Build a normalised turn from its parts (content, reasoning, raw OpenAI tool calls)."""
+    """Build a normalised turn from its parts (content, reasoning, raw OpenAI tool calls).
+
+    `native_calls`, already decoded (a reply's own tool calls, when text calls are added to
+    them), come first; a raw call without an id gets a fresh one.
+    """
     if content and (_THINK_CLOSE in content):
-        content, think = _split_think(content)
+        think, content = split_think(content)
+        content = content.lstrip()
         reasoning = (reasoning + "\n" + think) if reasoning and think else (reasoning or think)
-    calls: list[PendingCall] = []
-    wire_calls: list[dict[str, Any]] = []
+    calls = list(native_calls)
     for raw in raw_calls:
         fn = raw.get("function") or {}
         name = fn.get("name") or ""
         text, obj, err = decode_arguments(fn.get("arguments"), max_chars=max_argument_chars)
-        call_id = raw.get("id") or _new_id()
-        calls.append(PendingCall(call_id, name, text, obj, err))
-        wire_calls.append(
-            {"id": call_id, "type": "function", "function": {"name": name, "arguments": text}}
-        )
+        calls.append(PendingCall(raw.get("id") or _new_id(), name, text, obj, err))
     message: dict[str, Any] = {"role": "assistant", "content": content or None}
-    if wire_calls:
-        message["tool_calls"] = wire_calls
+    if calls:
+        message["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments_text},
+            }
+            for call in calls
+        ]
         if message["content"] is not None and not message["content"].strip():
             message["content"] = None
     elif message["content"] is None:

@@ -2,17 +2,20 @@
 
 Pure functions with no model dependency. The embedded local model and endpoints without native
 function calling reply in text; this module turns such a reply into calls and leftover content.
+It also owns the reply clean-up both paths share: the `<think>` splitter and the JSON repairer.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 __all__ = [
+    "Mode",
     "ParsedCall",
     "ParsedText",
     "StreamScanner",
@@ -20,13 +23,24 @@ __all__ = [
     "looks_like_tool_call",
     "parse_tool_calls",
     "repair_json",
+    "split_think",
     "stream_view",
 ]
+
+Mode = Literal["auto", "always"]
+"""How readily text is read as calls: "always" takes every form (JSON in prose too, given the
+tool names); "auto" only what is unmistakable (a reply that is nothing but calls, or `<tool_call>`
+blocks naming the tools after prose)."""
 
 _OPEN_THINK = "<think>"
 _CLOSE_THINK = "</think>"
 _OPEN_CALL = "<tool_call>"
 _CLOSE_CALL = "</tool_call>"
+# Qwen3-Coder's XML form inside a <tool_call> block.
+_XML_FUNCTION_RE = re.compile(r"<function=([^>\n]+)>")
+_XML_PARAMETER_RE = re.compile(r"<parameter=([^>\n]+)>")
+_CLOSE_FUNCTION = "</function>"
+_CLOSE_PARAMETER = "</parameter>"
 # Languages a fenced block may name and still be read as a call; other fences are plain code.
 _CALL_FENCE_LANGS = frozenset({"", "json", "json5", "jsonc", "tool_call", "tool_code"})
 _FENCE_OPEN_RE = re.compile(r"```[ \t]*([A-Za-z0-9_+.-]*)[ \t]*\n")
@@ -75,28 +89,85 @@ class StreamView:
     content: str
 
 
-def parse_tool_calls(text: str, tool_names: Collection[str] | None = None) -> ParsedText:
+@dataclass(frozen=True, slots=True)
+class _Rules:
+    """Which forms a scan reads as calls; `<tool_call>` blocks always count.
+
+    Attributes:
+        names: The tools on offer (None: any name).
+        schemas: The parameters' JSON schema of each tool, to type the values of XML calls.
+        whole: A body opening with `{` or `[` may be wholly a sequence of call objects.
+        fences: Fenced JSON blocks may hold calls (else every fence is plain code).
+        embedded: A call object inside prose counts (only when the names are known).
+    """
+
+    names: frozenset[str] | None
+    schemas: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    whole: bool = True
+    fences: bool = True
+    embedded: bool = True
+
+
+def _rules_for(
+    tool_names: Collection[str] | None,
+    schemas: Mapping[str, Mapping[str, Any]] | None,
+    mode: Mode,
+) -> tuple[_Rules, _Rules | None]:
+    """Return the rules for the content and, in "auto" mode, those of a reply wholly calls."""
+    names = None if tool_names is None else frozenset(tool_names)
+    table: Mapping[str, Mapping[str, Any]] = {} if schemas is None else schemas
+    if mode == "always":
+        return _Rules(names, table), None
+    if mode == "auto":
+        # After prose only tags count; fences and JSON there are the model talking about calls.
+        tags_only = _Rules(names, table, whole=False, fences=False, embedded=False)
+        return tags_only, _Rules(names, table, embedded=False)
+    raise ValueError(f"mode must be 'auto' or 'always', got {mode!r}")
+
+
+def parse_tool_calls(
+    text: str,
+    tool_names: Collection[str] | None = None,
+    *,
+    mode: Mode = "always",
+    schemas: Mapping[str, Mapping[str, Any]] | None = None,
+) -> ParsedText:
     """Split a model's text reply into content, reasoning and tool calls.
 
     Recognises, in order of appearance: Qwen's `<tool_call>{...}</tool_call>` blocks (several,
-    the last possibly unterminated), fenced ```json (or unlabelled) blocks, and a reply that
-    is wholly one JSON object, a JSON list of them, or several objects in a row. A call object
-    is `{"name", "arguments"}`, `{"name", "parameters"}` or `{"function": {"name",
+    the last possibly unterminated), Qwen3-Coder's `<tool_call><function=NAME><parameter=KEY>
+    VALUE</parameter></function></tool_call>` blocks, fenced ```json (or unlabelled) blocks, and
+    a reply that is wholly one JSON object, a JSON list of them, or several objects in a row. A
+    call object is `{"name", "arguments"}`, `{"name", "parameters"}` or `{"function": {"name",
     "arguments"}}`, with arguments as an object or a JSON string. Broken JSON is repaired
     leniently (trailing commas, single quotes, Python literals, missing closing brackets)
     before it is given up on. When `tool_names` is given, a JSON object naming one of the tools
-    is also taken from inside prose.
+    is also taken from inside prose. A block that cannot be read whole stays in the content.
+
+    In "auto" mode only unmistakable calls count: a reply that is nothing but calls (any form),
+    or `<tool_call>` blocks among prose; fenced or inline JSON beside prose stays text.
 
     Args:
         text: The reply as generated.
         tool_names: The tools on offer; when given, calls naming others are left as text.
+        mode: "always" (every form) or "auto" (only unmistakable calls).
+        schemas: The JSON schema of each tool's parameters, by name: the text values of XML
+            calls become the declared type (integer, number, boolean, object, array) when they
+            parse as it, else stay strings.
 
     Returns:
         The content (calls and reasoning removed, stripped), the calls and the reasoning.
+
+    Raises:
+        ValueError: When `mode` is neither "auto" nor "always".
     """
+    rules, whole = _rules_for(tool_names, schemas, mode)
     reasoning, body, _ = _split_think(text, final=True)
-    names = None if tool_names is None else frozenset(tool_names)
-    content, calls, _ = _scan(body, names, final=True)
+    if whole is not None and body.lstrip().startswith(("{", "[", "`", "<")):
+        content, calls, _ = _scan(body, whole, final=True)
+        if calls and not content.strip():
+            return ParsedText(content="", calls=calls, reasoning=reasoning)
+    content, calls, _ = _scan(body, rules, final=True)
     return ParsedText(content=content.strip(), calls=calls, reasoning=reasoning)
 
 
@@ -104,7 +175,7 @@ def looks_like_tool_call(text: str, tool_names: Collection[str]) -> bool:
     """Tell whether a reply is unmistakably nothing but tool calls to the given tools.
 
     Prose that merely contains JSON, calls to tools not on offer, or a mix of text and calls
-    do not count: this decides whether to treat a remote model's plain-text reply as calls.
+    do not count.
 
     Args:
         text: The reply as generated.
@@ -121,31 +192,29 @@ def looks_like_tool_call(text: str, tool_names: Collection[str]) -> bool:
     if not body.startswith(("{", "[", "```", _OPEN_CALL)):
         return False
     # Embedded-object search is for prose; here the whole reply must be calls, so it is off.
-    content, calls, _ = _scan(body, names, final=True, embedded=False)
+    content, calls, _ = _scan(body, _Rules(names, embedded=False), final=True)
     return bool(calls) and not content.strip()
 
 
-def stream_view(text: str, tool_names: Collection[str] | None = None) -> StreamView:
+def stream_view(
+    text: str, tool_names: Collection[str] | None = None, *, mode: Mode = "always"
+) -> StreamView:
     """Return the reasoning and content of a partial reply that can be shown without regret.
 
     Text that may yet turn out to be part of a tool call (from a possible `<tool_call>`,
     fence or JSON object on) and trailing whitespace are held back. For every continuation of
-    `text`, the returned content is a prefix of `parse_tool_calls(full).content` and the
-    reasoning a prefix of its reasoning, provided a reply that reasons opens with `<think>`.
+    `text`, the returned content is a prefix of `parse_tool_calls(full, mode=mode).content` and
+    the reasoning a prefix of its reasoning, provided a reply that reasons opens with `<think>`.
 
     Args:
         text: The reply generated so far.
         tool_names: The tools on offer, as given to `parse_tool_calls`.
+        mode: As given to `parse_tool_calls`.
 
     Returns:
         The reasoning and content that are safe to show so far.
     """
-    reasoning, body, thinking = _split_think(text, final=False)
-    if thinking:
-        return StreamView(reasoning=(reasoning or "").rstrip(), content="")
-    names = None if tool_names is None else frozenset(tool_names)
-    content, _, _ = _scan(body, names, final=False)
-    return StreamView(reasoning=reasoning or "", content=content.lstrip().rstrip())
+    return StreamScanner(tool_names, mode=mode).feed(text)
 
 
 def repair_json(text: str) -> Any:
@@ -164,6 +233,22 @@ def repair_json(text: str) -> Any:
     return _loads_or_none(text)
 
 
+def split_think(text: str) -> tuple[str | None, str]:
+    """Move a reply's reasoning aside: a `<think>...</think>` block, or text before a lone close.
+
+    An unterminated `<think>` makes the whole reply reasoning.
+
+    Args:
+        text: The whole reply.
+
+    Returns:
+        (reasoning, rest): the reasoning stripped, or None when there is none (or it is blank),
+        and the text after it, unstripped.
+    """
+    reasoning, body, _ = _split_think(text, final=True)
+    return reasoning, body
+
+
 class StreamScanner:
     """Feed a reply piece by piece and get what is safe to show, as `stream_view` would say.
 
@@ -171,16 +256,24 @@ class StreamScanner:
     the reply already decided, so a long reply costs linear rather than quadratic time.
     """
 
-    def __init__(self, tool_names: Collection[str] | None = None, text: str = "") -> None:
+    def __init__(
+        self, tool_names: Collection[str] | None = None, text: str = "", *, mode: Mode = "always"
+    ) -> None:
         """Start a scan.
 
         Args:
             tool_names: The tools on offer, as given to `parse_tool_calls`.
             text: Text the reply starts with (a `<think>` the prompt opened, say).
+            mode: As given to `parse_tool_calls`.
+
+        Raises:
+            ValueError: When `mode` is neither "auto" nor "always".
         """
-        self._names = None if tool_names is None else frozenset(tool_names)
+        self._rules, self._whole = _rules_for(tool_names, None, mode)
         self._text = text
         self._resume = _Resume()
+        self._whole_resume = _Resume()
+        self._prose = self._whole is None  # "auto": the reply is known not to be only calls
         self._body_start = -1
 
     @property
@@ -197,9 +290,21 @@ class StreamScanner:
         body_start = len(self._text) - len(body)
         if body_start != self._body_start:  # a </think> moved the body: start over
             self._body_start = body_start
-            self._resume = _Resume()
-        content, _, _ = _scan(body, self._names, final=False, resume=self._resume)
-        return StreamView(reasoning=reasoning or "", content=content.lstrip().rstrip())
+            self._resume, self._whole_resume = _Resume(), _Resume()
+            self._prose = self._whole is None
+        return StreamView(reasoning=reasoning or "", content=self._content(body).strip())
+
+    def _content(self, body: str) -> str:
+        if not self._prose:
+            assert self._whole is not None
+            # Until something other than a call shows up, the reply may be nothing but calls,
+            # fences and bare JSON included; once it has, only tags count (see parse_tool_calls).
+            content, _, _ = _scan(body, self._whole, final=False, resume=self._whole_resume)
+            if not content.strip():
+                return ""
+            self._prose = True
+        content, _, _ = _scan(body, self._rules, final=False, resume=self._resume)
+        return content
 
 
 def _split_think(text: str, *, final: bool) -> tuple[str | None, str, bool]:
@@ -238,10 +343,9 @@ class _Resume:
 
 def _scan(
     body: str,
-    names: frozenset[str] | None,
+    rules: _Rules,
     *,
     final: bool,
-    embedded: bool = True,
     resume: _Resume | None = None,
 ) -> tuple[str, list[ParsedCall], bool]:
     """Walk the body left to right, cutting out call spans.
@@ -255,18 +359,17 @@ def _scan(
     Returns:
         (content, calls, stopped_early).
     """
+    names = rules.names
     if names is not None and not names:
         return body, [], False  # nothing can be a call
     start = resume.pos if resume is not None else 0
-    if start == 0:
-        stripped = body.lstrip()
-        if stripped.startswith(("{", "[")):
-            if not final:
-                return "", [], True
-            whole = _calls_from_sequence(stripped, names, require_all=True)
-            if whole:
-                return "", whole, False
-    find_embedded = embedded and names is not None
+    if start == 0 and rules.whole and body.lstrip().startswith(("{", "[")):
+        if not final:
+            return "", [], True
+        whole = _calls_from_sequence(body.lstrip(), names, require_all=True)
+        if whole:
+            return "", whole, False
+    find_embedded = rules.embedded and names is not None
     pieces: list[str] = [resume.content] if resume is not None else []
     calls: list[ParsedCall] = []
     pos = start
@@ -283,13 +386,7 @@ def _scan(
             pieces.append(body[pos:])
             break
         pieces.append(body[pos:nxt])
-        char = body[nxt]
-        if char == "<":
-            outcome = _hermes_at(body, nxt, names, final=final)
-        elif char == "`":
-            outcome = _fence_at(body, nxt, names, final=final)
-        else:
-            outcome = _object_at(body, nxt, names, final=final)
+        outcome = _decide_at(body, nxt, rules, final=final)
         if outcome is None:  # undecided until more text arrives
             settle(nxt)
             return "".join(pieces), calls, True
@@ -314,8 +411,20 @@ def _next_opener(body: str, pos: int, find_embedded: bool) -> int:
     return best
 
 
+def _decide_at(
+    body: str, start: int, rules: _Rules, *, final: bool
+) -> tuple[int, list[ParsedCall]] | None:
+    """Decide the opener at `start`: (end, calls), (end, []) for text, or None: undecided."""
+    char = body[start]
+    if char == "<":
+        return _hermes_at(body, start, rules, final=final)
+    if char == "`":
+        return _fence_at(body, start, rules, final=final)
+    return _object_at(body, start, rules.names, final=final)
+
+
 def _hermes_at(
-    body: str, start: int, names: frozenset[str] | None, *, final: bool
+    body: str, start: int, rules: _Rules, *, final: bool
 ) -> tuple[int, list[ParsedCall]] | None:
     """Decide the `<` at `start`: a `<tool_call>` block (end, calls) or plain text (end, [])."""
     rest = body[start : start + len(_OPEN_CALL)]
@@ -327,19 +436,28 @@ def _hermes_at(
     close = body.find(_CLOSE_CALL, inner_start)
     reopen = body.find(_OPEN_CALL, inner_start)
     if close >= 0 and (reopen < 0 or close < reopen):
-        inner, end = body[inner_start:close], close + len(_CLOSE_CALL)
-    elif reopen >= 0:
-        inner, end = body[inner_start:reopen], reopen  # unterminated, another block follows
-    elif not final:
+        return close + len(_CLOSE_CALL), _block_calls(body[inner_start:close], rules)
+    if reopen >= 0:  # unterminated, another block follows
+        calls = _block_calls(body[inner_start:reopen], rules)
+        # Not a call: a lone `<tool_call>` mentioned in prose. Only the tag is text; what
+        # follows it (a code example, say) is scanned as usual.
+        return (reopen, calls) if calls else (inner_start, [])
+    if not final:
         return None
-    else:
-        inner, end = body[inner_start:], len(body)  # unterminated last block
+    return len(body), _block_calls(body[inner_start:], rules)  # unterminated last block
+
+
+def _block_calls(inner: str, rules: _Rules) -> list[ParsedCall]:
+    """Read the inside of a `<tool_call>` block: JSON or XML calls, all or nothing."""
     inner = _strip_fence(inner.strip())
-    return end, _calls_from_sequence(inner, names, require_all=False)
+    if _XML_FUNCTION_RE.match(inner):
+        return _xml_calls(inner, rules)
+    # A block with a part that is not a call stays text, never half-read.
+    return _calls_from_sequence(inner, rules.names, require_all=True)
 
 
 def _fence_at(
-    body: str, start: int, names: frozenset[str] | None, *, final: bool
+    body: str, start: int, rules: _Rules, *, final: bool
 ) -> tuple[int, list[ParsedCall]] | None:
     """Decide the backtick at `start`: a fenced call (end, calls) or plain text (end, [])."""
     opener = _FENCE_OPEN_RE.match(body, start)
@@ -350,7 +468,7 @@ def _fence_at(
         return start + run, []
     lang = opener.group(1).lower()
     close = body.find("```", opener.end())
-    if lang not in _CALL_FENCE_LANGS:
+    if not rules.fences or lang not in _CALL_FENCE_LANGS:
         # Plain code: shown as it comes, and never searched for calls.
         return (close + 3 if close >= 0 else len(body)), []
     if close < 0:
@@ -359,7 +477,7 @@ def _fence_at(
         inner, end = body[opener.end() :], len(body)
     else:
         inner, end = body[opener.end() : close], close + 3
-    return end, _calls_from_sequence(inner.strip(), names, require_all=True)
+    return end, _calls_from_sequence(inner.strip(), rules.names, require_all=True)
 
 
 def _object_at(
@@ -385,6 +503,143 @@ def _strip_fence(text: str) -> str:
     inner = text[opener.end() :]
     inner = inner.rstrip()
     return inner.removesuffix("```").strip()
+
+
+# -- Qwen3-Coder's XML form ------------------------------------------------------------------
+
+
+def _xml_calls(inner: str, rules: _Rules) -> list[ParsedCall]:
+    """Read `<function=NAME><parameter=KEY>VALUE</parameter>...</function>` calls.
+
+    All or nothing: other text in the block, a name not on offer or a value left open (a reply
+    cut short) mean no calls, and the block stays text.
+    """
+    calls: list[ParsedCall] = []
+    pos, size = 0, len(inner)
+    while True:
+        while pos < size and inner[pos].isspace():
+            pos += 1
+        if pos >= size:
+            return calls
+        opener = _XML_FUNCTION_RE.match(inner, pos)
+        if opener is None:
+            return []
+        name = opener.group(1).strip()
+        if not name or (rules.names is not None and name not in rules.names):
+            return []
+        close = inner.find(_CLOSE_FUNCTION, opener.end())
+        following = _XML_FUNCTION_RE.search(inner, opener.end())
+        if close >= 0 and (following is None or close < following.start()):
+            body_end, pos = close, close + len(_CLOSE_FUNCTION)
+        else:
+            body_end = following.start() if following is not None else size
+            pos = body_end
+        arguments = _xml_parameters(
+            inner[opener.end() : body_end], rules.schemas.get(name), closed=close >= 0
+        )
+        if arguments is None:
+            return []
+        calls.append(ParsedCall(name=name, arguments=arguments))
+
+
+def _xml_parameters(
+    text: str, schema: Mapping[str, Any] | None, *, closed: bool
+) -> dict[str, Any] | None:
+    """Read the `<parameter=KEY>VALUE</parameter>` list of one function, typed by its schema.
+
+    A value ends at `</parameter>`, else at the next `<parameter=`; one that runs to the end of
+    an unclosed function is a reply cut short, and nothing is read.
+    """
+    properties = schema.get("properties") if schema is not None else None
+    declared: Mapping[str, Any] = properties if isinstance(properties, Mapping) else {}
+    arguments: dict[str, Any] = {}
+    pos, size = 0, len(text)
+    while True:
+        while pos < size and text[pos].isspace():
+            pos += 1
+        if pos >= size:
+            return arguments
+        opener = _XML_PARAMETER_RE.match(text, pos)
+        key = opener.group(1).strip() if opener is not None else ""
+        if opener is None or not key:
+            return None
+        end = text.find(_CLOSE_PARAMETER, opener.end())
+        following = _XML_PARAMETER_RE.search(text, opener.end())
+        if end >= 0 and (following is None or end < following.start()):
+            value, pos = text[opener.end() : end], end + len(_CLOSE_PARAMETER)
+        elif following is not None:
+            value, pos = text[opener.end() : following.start()], following.start()
+        elif closed:
+            value, pos = text[opener.end() :], size
+        else:
+            return None
+        # The value sits on lines of its own: one newline either side is layout, not value.
+        value = value.removeprefix("\n")
+        value = value.removesuffix("\n")
+        arguments[key] = _typed_value(value, declared.get(key))
+
+
+def _typed_value(text: str, schema: Any) -> Any:
+    """Convert an XML parameter's text to the type its schema declares, when it parses as it."""
+    types = _schema_types(schema) if isinstance(schema, Mapping) else set()
+    if not types or "string" in types:
+        return text
+    stripped = text.strip()
+    lowered = stripped.lower()
+    if "null" in types and lowered in ("null", "none"):
+        return None
+    if "boolean" in types and lowered in ("true", "false"):
+        return lowered == "true"
+    number = _as_number(stripped, types)
+    if number is not None:
+        return number
+    if "object" in types or "array" in types:
+        value = _loads_or_none(stripped)
+        if isinstance(value, dict) and "object" in types:
+            return value
+        if isinstance(value, list) and "array" in types:
+            return value
+    return text
+
+
+def _schema_types(schema: Mapping[str, Any]) -> set[str]:
+    """Return the JSON types a schema allows (through anyOf/oneOf/allOf; a $ref is an object)."""
+    found: set[str] = set()
+    declared = schema.get("type")
+    if isinstance(declared, str):
+        found.add(declared)
+    elif isinstance(declared, list):
+        found.update(item for item in declared if isinstance(item, str))
+    for key in ("anyOf", "oneOf", "allOf"):
+        options = schema.get(key)
+        for option in options if isinstance(options, list) else ():
+            if isinstance(option, Mapping):
+                found |= _schema_types(option)
+    if "$ref" in schema or "properties" in schema:
+        found.add("object")
+    return found
+
+
+def _as_number(text: str, types: set[str]) -> int | float | None:
+    """Read a number for an integer or number parameter; None when it is not one."""
+    if "integer" not in types and "number" not in types:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    if not math.isfinite(value):
+        return None
+    if "number" in types:
+        return value
+    return int(value) if value.is_integer() else None
+
+
+# -- JSON calls ------------------------------------------------------------------------------
 
 
 def _calls_from_sequence(

@@ -1,52 +1,106 @@
 """The model turn: call the model once (streamed or not) and hand the loop one finished turn.
 
 Reply clean-up happens here, before the loop sees the turn: `<think>` and tool calls written as
-text are recovered for streamed and whole replies alike.
+text are recovered for streamed and whole replies alike, and a stream never shows call markup.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from agent.events import AgentEvent, ReasoningDeltaEvent, TextDeltaEvent
 from agent.models.base import ModelRequest, ResponseMeta
-from agent.state import RunState
-from agent.streaming import AssistantTurn, StreamAssembler, build_turn, parse_completion
+from agent.state import RunConfig, RunState
+from agent.streaming import (
+    AssistantTurn,
+    PendingCall,
+    StreamAssembler,
+    build_turn,
+    parse_completion,
+)
+from agent.textcalls import Mode, ParsedCall, StreamScanner, parse_tool_calls
 
 __all__ = ["model_turn"]
 
-_CALL_START = re.compile(r"\s*(?:\{|\[|```|<tool_call>|<think>|.*</think>)", re.DOTALL)
+
+def _mode(cfg: RunConfig) -> Mode | None:
+    """Return how text is read as calls this run, or None when it is not."""
+    if cfg.text_tool_calls == "never" or not len(cfg.registry):
+        return None
+    return "always" if cfg.text_tool_calls == "always" else "auto"
+
+
+def _repeats(call: ParsedCall, natives: list[PendingCall]) -> bool:
+    """Tell whether a text call is one of the reply's native calls written out again."""
+    return any(n.name == call.name and n.arguments == call.arguments for n in natives)
 
 
 def _text_calls(state: RunState, turn: AssistantTurn) -> AssistantTurn:
-    """Read tool calls the model wrote as text, when the agent is set to."""
-    cfg = state.config
-    if turn.calls or cfg.text_tool_calls == "never" or not len(cfg.registry):
-        return turn
-    text = turn.content
-    if not text:
-        return turn
-    if cfg.text_tool_calls == "auto" and not _CALL_START.match(text) and "<tool_call>" not in text:
-        return turn  # cheap pre-check: ordinary prose is never parsed
-    from agent.textcalls import looks_like_tool_call, parse_tool_calls
+    """Read tool calls the model wrote as text, when the agent is set to.
 
-    names = cfg.registry.names
-    if cfg.text_tool_calls == "auto" and not looks_like_tool_call(text, names):
+    They run after the reply's native calls, each with a fresh id; a text call repeating a
+    native one exactly is dropped. While calls are read, the content is trimmed, as its
+    streamed deltas are.
+    """
+    cfg = state.config
+    mode = _mode(cfg)
+    text = turn.content
+    if mode is None or not text:
         return turn
-    parsed = parse_tool_calls(text, names)
-    if not parsed.calls:
+    schemas: Mapping[str, Mapping[str, Any]] = {t.name: t.parameters for t in cfg.registry}
+    parsed = parse_tool_calls(text, cfg.registry.names, mode=mode, schemas=schemas)
+    if not parsed.calls and parsed.content == text:
         return turn
-    raw = [{"function": {"name": c.name, "arguments": c.arguments}} for c in parsed.calls]
-    reasoning = turn.reasoning or parsed.reasoning
+    # As JSON text, so the argument cap applies to calls written as text too.
+    raw = [
+        {"function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)}}
+        for c in parsed.calls
+        if not _repeats(c, turn.calls)
+    ]
     return build_turn(
         parsed.content,
-        reasoning,
+        turn.reasoning or parsed.reasoning,
         raw,
         turn.usage,
         turn.finish_reason,
         max_argument_chars=cfg.max_argument_chars,
+        native_calls=turn.calls,
     )
+
+
+class _ShownText:
+    """The text of a streamed reply shown so far; tool-call markup is held back, never shown."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        mode = _mode(cfg)
+        self._scanner = None if mode is None else StreamScanner(cfg.registry.names, mode=mode)
+        self._shown: list[str] = []
+        self._size = 0
+        self._view = ""
+
+    def feed(self, piece: str) -> str:
+        """Take the reply's next piece of text; return the part that may be shown now."""
+        if self._scanner is None:
+            delta = piece
+        else:
+            view = self._scanner.feed(piece).content
+            if len(view) <= self._size or not view.startswith(self._view):
+                return ""
+            delta, self._view = view[self._size :], view
+        self._shown.append(delta)
+        self._size += len(delta)
+        return delta
+
+    def finish(self, content: str) -> str:
+        """Return the rest of the finished turn's content, not shown yet.
+
+        Held-back text that turned out not to be a call comes out here, so the deltas add up
+        to the content.
+        """
+        shown = "".join(self._shown)
+        return content[len(shown) :] if content.startswith(shown) else ""
 
 
 async def model_turn(
@@ -71,12 +125,18 @@ async def model_turn(
         return
     meta = ResponseMeta()
     assembler = StreamAssembler(max_argument_chars=state.config.max_argument_chars)
+    shown = _ShownText(state.config)
     async for chunk in model.stream(request, meta):
         text, reasoning = assembler.feed(chunk)
         if reasoning:
             yield ReasoningDeltaEvent(reasoning, turn)
-        if text:
-            yield TextDeltaEvent(text, turn)
+        delta = shown.feed(text) if text else ""
+        if delta:
+            yield TextDeltaEvent(delta, turn)
     if meta.balance is not None:
         state.balance = meta.balance
-    yield _text_calls(state, assembler.finish())
+    assistant = _text_calls(state, assembler.finish())
+    rest = shown.finish(assistant.content)
+    if rest:
+        yield TextDeltaEvent(rest, turn)
+    yield assistant

@@ -9,11 +9,13 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from agent.textcalls import (
+    Mode,
     ParsedCall,
     StreamScanner,
     looks_like_tool_call,
     parse_tool_calls,
     repair_json,
+    split_think,
     stream_view,
 )
 
@@ -137,6 +139,214 @@ def test_hermes_block_with_broken_json_stays_text() -> None:
     parsed = parse_tool_calls(text, NAMES)
     assert parsed.calls == []
     assert parsed.content == text
+
+
+def test_hermes_block_with_a_call_and_something_else_stays_text_whole() -> None:
+    # Nothing written as a call is dropped silently: the block is read whole or not at all.
+    for inner in (
+        '{"name": "calculator", "arguments": {"expression": "1"}}\n{"name": "rm_rf"}',
+        '{"name": "calculator", "arguments": {"expression": "1"}}\nand then some text',
+    ):
+        text = f"<tool_call>\n{inner}\n</tool_call>"
+        parsed = parse_tool_calls(text, NAMES)
+        assert parsed.calls == []
+        assert parsed.content == text
+
+
+# -- Qwen3-Coder's XML form --------------------------------------------------------------------
+
+XML_SCHEMAS = {
+    "calculator": {
+        "type": "object",
+        "properties": {"expression": {"type": "string"}},
+    },
+    "plan": {
+        "type": "object",
+        "properties": {
+            "days": {"type": "integer"},
+            "ratio": {"type": "number"},
+            "metric": {"type": "boolean"},
+            "hours": {"type": "array", "items": {"type": "integer"}},
+            "limits": {"type": "object", "additionalProperties": {"type": "number"}},
+            "maybe": {"anyOf": [{"type": "integer"}, {"type": "null"}], "default": None},
+            "place": {"$ref": "#/$defs/Place"},
+            "label": {"anyOf": [{"type": "integer"}, {"type": "string"}]},
+        },
+    },
+}
+XML_NAMES = [*NAMES, "plan"]
+
+
+def xml_call(name: str, **params: str) -> str:
+    body = "".join(f"<parameter={key}>\n{value}\n</parameter>\n" for key, value in params.items())
+    return f"<tool_call>\n<function={name}>\n{body}</function>\n</tool_call>"
+
+
+def test_xml_call() -> None:
+    text = xml_call("calculator", expression="2 + 2")
+    parsed = parse_tool_calls(text, NAMES, schemas=XML_SCHEMAS)
+    assert parsed.calls == [calc("2 + 2")]
+    assert parsed.content == ""
+    assert looks_like_tool_call(text, NAMES)
+
+
+def test_xml_values_take_the_declared_types() -> None:
+    text = xml_call(
+        "plan",
+        days="3",
+        ratio="0.5",
+        metric="True",
+        hours="[9, 12]",
+        limits="{'rain': 0.2,}",
+        maybe="null",
+        place='{"city": "Paris"}',
+        label="7",
+    )
+    [call] = parse_tool_calls(text, XML_NAMES, schemas=XML_SCHEMAS).calls
+    assert call.arguments == {
+        "days": 3,
+        "ratio": 0.5,
+        "metric": True,
+        "hours": [9, 12],
+        "limits": {"rain": 0.2},
+        "maybe": None,
+        "place": {"city": "Paris"},
+        "label": "7",  # a string is allowed: the text stays as written
+    }
+    assert type(call.arguments["days"]) is int
+
+
+def test_xml_values_that_do_not_parse_stay_strings() -> None:
+    text = xml_call("plan", days="three", ratio="nan", metric="yes", hours="9, 12", maybe="x")
+    [call] = parse_tool_calls(text, XML_NAMES, schemas=XML_SCHEMAS).calls
+    assert call.arguments == {
+        "days": "three",
+        "ratio": "nan",
+        "metric": "yes",
+        "hours": "9, 12",
+        "maybe": "x",
+    }
+    # Without schemas every value is text; an integral number fills an integer.
+    [bare] = parse_tool_calls(xml_call("plan", days="3.0"), XML_NAMES).calls
+    assert bare.arguments == {"days": "3.0"}
+    [typed] = parse_tool_calls(xml_call("plan", days="3.0"), XML_NAMES, schemas=XML_SCHEMAS).calls
+    assert typed.arguments == {"days": 3}
+
+
+def test_xml_multiline_value_keeps_its_layout() -> None:
+    code = "def f():\n    return 1\n"
+    text = f"<tool_call>\n<function=calculator>\n<parameter=expression>\n{code}\n</parameter>\n</function>\n</tool_call>"
+    assert parse_tool_calls(text, NAMES).calls == [calc(code)]
+
+
+def test_xml_several_blocks_with_prose_and_lenient_closing() -> None:
+    text = (
+        "Both at once.\n"
+        + xml_call("calculator", expression="1")
+        + "\n<tool_call>\n<function=get_current_time>\n<parameter=timezone>UTC\n"
+        "<parameter=format>iso</parameter>\n</function>\n"  # no </parameter>, no </tool_call>
+    )
+    parsed = parse_tool_calls(text, NAMES, mode="auto")
+    assert parsed.calls == [
+        calc("1"),
+        ParsedCall("get_current_time", {"timezone": "UTC", "format": "iso"}),
+    ]
+    assert parsed.content == "Both at once."
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        xml_call("rm_rf", path="/"),  # not on offer
+        "<tool_call>\n<function=calculator>\n<parameter=expression>\n12 * (3",  # cut short
+        "<tool_call>\n<function=calculator>\nexpression: 2\n</function>\n</tool_call>",
+        "<tool_call>\n<function=calculator>\n<parameter=>1</parameter></function></tool_call>",
+    ],
+)
+def test_xml_that_cannot_be_read_stays_text(text: str) -> None:
+    for mode in ("always", "auto"):
+        parsed = parse_tool_calls(text, NAMES, mode=mode, schemas=XML_SCHEMAS)
+        assert parsed.calls == []
+        assert parsed.content == text.strip()
+
+
+def test_xml_any_name_without_tool_names() -> None:
+    assert parse_tool_calls(xml_call("anything", x="1")).calls == [
+        ParsedCall("anything", {"x": "1"})
+    ]
+
+
+# -- "auto" mode: only unmistakable calls ------------------------------------------------------
+
+
+def test_auto_reads_tag_calls_after_prose() -> None:
+    text = (
+        "I'll check both.\n"
+        '<tool_call>\n{"name": "calculator", "arguments": {"expression": "1"}}\n</tool_call>\n'
+        '<tool_call>\n{"name": "get_current_time", "arguments": {"timezone": "UTC"}}\n</tool_call>'
+    )
+    parsed = parse_tool_calls(text, NAMES, mode="auto")
+    assert parsed.calls == [calc("1"), ParsedCall("get_current_time", {"timezone": "UTC"})]
+    assert parsed.content == "I'll check both."
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'Call it like {"name": "calculator", "arguments": {"expression": "1"}} yourself.',
+        'I will compute it.\n```json\n{"name": "calculator", "arguments": {"expression": "3"}}\n```',
+        '{"name": "calculator", "arguments": {"expression": "1"}}\nThat call computes it.',
+        "The calculator tool takes an expression.",
+        'Use <tool_call> tags, e.g.\n```\n<tool_call>{"name": "calculator", "arguments": {}}'
+        "</tool_call>\n```",
+        '<tool_call>{"name": "rm_rf", "arguments": {}}</tool_call> is not on offer.',
+    ],
+)
+def test_auto_leaves_prose_about_calls_alone(text: str) -> None:
+    parsed = parse_tool_calls(text, NAMES, mode="auto")
+    assert parsed.calls == []
+    assert parsed.content == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        REAL_FENCED_WEEK,
+        REAL_DOUBLE_BRACES,
+        '[{"name": "calculator", "arguments": {"expression": "1"}}]',
+        '<tool_call>{"name": "calculator", "arguments": {"expression": "1"}}</tool_call>\n'
+        '```json\n{"name": "calculator", "arguments": {"expression": "2"}}\n```',
+    ],
+)
+def test_auto_reads_a_reply_that_is_only_calls(text: str) -> None:
+    parsed = parse_tool_calls(text, NAMES, mode="auto")
+    assert parsed.calls and parsed.content == ""
+
+
+def test_auto_tag_call_then_prose() -> None:
+    text = (
+        '<tool_call>{"name": "calculator", "arguments": {"expression": "1"}}</tool_call>\n'
+        'Meanwhile: ```json\n{"name": "calculator", "arguments": {"expression": "2"}}\n```'
+    )
+    parsed = parse_tool_calls(text, NAMES, mode="auto")
+    assert parsed.calls == [calc("1")]
+    assert parsed.content.startswith("Meanwhile: ```json")
+
+
+def test_unknown_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="mode"):
+        parse_tool_calls("x", NAMES, mode="sometimes")  # type: ignore[arg-type]
+
+
+# -- split_think (shared with agent.streaming) -------------------------------------------------
+
+
+def test_split_think() -> None:
+    assert split_think("<think> plan </think>\n\nAnswer") == ("plan", "\n\nAnswer")
+    assert split_think("plan first</think>Answer") == ("plan first", "Answer")
+    assert split_think("<think>\n</think>Hi") == (None, "Hi")
+    assert split_think("<think>cut") == ("cut", "")
+    assert split_think("No reasoning.") == (None, "No reasoning.")
 
 
 # -- fences, bare JSON, variants ---------------------------------------------------------------
@@ -372,6 +582,20 @@ def test_stream_view_shows_prose_and_holds_back_a_call() -> None:
     assert stream_view("```js", NAMES).content == ""
 
 
+def test_stream_view_auto_holds_markup_and_partial_openers() -> None:
+    assert stream_view("Checking. <tool_", NAMES, mode="auto").content == "Checking."
+    text = "Checking.\n" + xml_call("calculator", expression="1") + "\nOne moment."
+    for cut in range(len(text) + 1):
+        shown = stream_view(text[:cut], NAMES, mode="auto").content
+        assert "<tool" not in shown and "<function" not in shown and "<param" not in shown
+    assert shown == "Checking.\n\nOne moment."
+    # Prose about calls is shown as it comes once it cannot be a reply made only of calls.
+    assert stream_view('Use {"name": "calculator"', NAMES, mode="auto").content == (
+        'Use {"name": "calculator"'
+    )
+    assert stream_view('```json\n{"name": "calculator", "argu', NAMES, mode="auto").content == ""
+
+
 def test_stream_view_releases_plain_code_fence_at_once() -> None:
     text = "```python\ndef add(a, b):\n    return a"
     assert stream_view(text, NAMES).content == text
@@ -397,11 +621,13 @@ def test_stream_view_reasoning() -> None:
     assert (done.reasoning, done.content) == ("step one", "Answer")
 
 
-def _assert_prefix_invariant(text: str, names: list[str] | None, step: int = 1) -> None:
-    final = parse_tool_calls(text, names)
-    scanner = StreamScanner(names)
+def _assert_prefix_invariant(
+    text: str, names: list[str] | None, step: int = 1, mode: Mode = "always"
+) -> None:
+    final = parse_tool_calls(text, names, mode=mode)
+    scanner = StreamScanner(names, mode=mode)
     for cut in range(len(text) + 1):
-        view = stream_view(text[:cut], names)
+        view = stream_view(text[:cut], names, mode=mode)
         assert final.content.startswith(view.content), (text[:cut], view, final)
         assert (final.reasoning or "").startswith(view.reasoning), (text[:cut], view, final)
         if cut % step == 0 or cut == len(text):
@@ -426,6 +652,7 @@ def _assert_prefix_invariant(text: str, names: list[str] | None, step: int = 1) 
 def test_stream_view_prefix_invariant_on_samples(text: str) -> None:
     _assert_prefix_invariant(text, NAMES)
     _assert_prefix_invariant(text, None)
+    _assert_prefix_invariant(text, NAMES, mode="auto")
 
 
 SEGMENTS = [
@@ -456,6 +683,10 @@ SEGMENTS = [
     '"',
     "[",
     "]",
+    "<function=calculator>\n",
+    "<parameter=expression>\n2+2\n</parameter>\n",
+    "</function>\n",
+    "<function=other>",
 ]
 
 
@@ -464,14 +695,15 @@ SEGMENTS = [
     st.lists(st.sampled_from(SEGMENTS), max_size=8),
     st.sampled_from([NAMES, None, []]),
     st.integers(min_value=1, max_value=7),
+    st.sampled_from(["always", "auto"]),
 )
 def test_stream_view_prefix_invariant_property(
-    segments: list[str], names: list[str] | None, step: int
+    segments: list[str], names: list[str] | None, step: int, mode: Mode
 ) -> None:
     text = "".join(segments)
     # An orphan </think> after shown content cannot be taken back (a documented limit).
     assume("</think>" not in text or text.lstrip().startswith("<think>"))
-    _assert_prefix_invariant(text, names, step)
+    _assert_prefix_invariant(text, names, step, mode)
 
 
 def test_stream_scanner_is_linear() -> None:
