@@ -158,7 +158,8 @@ class Agent:
         if max_cost is not None and not self.profile.priced:
             raise ConfigError(
                 f"max_cost needs the price of {self.model.model_name!r}, which qwenloop does "
-                "not know: pass price=Price(input=..., output=...) in CNY per 1M tokens"
+                "not know: pass price=Price(input=..., output=...) in CNY per 1M tokens "
+                "(command line: --price INPUT:OUTPUT)"
             )
         if instructions is None:
             self.instructions = self.profile.default_instructions

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import math
@@ -27,6 +28,7 @@ from agent.events import (
     ToolCallFinishedEvent,
 )
 from agent.messages import RunResult
+from agent.models.profile import Price
 from agent.providers import PROVIDERS
 from agent.secrets import scrub_surrogates
 from agent.tool import Tool, tool
@@ -70,6 +72,25 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--temperature", type=float)
     run.add_argument("--seed", type=int)
     run.add_argument("--max-tokens", type=int)
+    run.add_argument(
+        "--thinking",
+        action=argparse.BooleanOptionalAction,
+        help="turn the model's reasoning on or off (default: the model's own default)",
+    )
+    run.add_argument("--thinking-budget", type=int, help="at most this many reasoning tokens")
+    run.add_argument(
+        "--price",
+        metavar="INPUT:OUTPUT",
+        help="the model's price in CNY per 1M tokens, for --max-cost on a model qwenloop "
+        "cannot price",
+    )
+    run.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="NAME:VALUE",
+        help="an HTTP header for every request (repeatable)",
+    )
     run.add_argument(
         "--image",
         action="append",
@@ -161,6 +182,8 @@ def _build_agent(args: argparse.Namespace) -> Agent:
             ("temperature", args.temperature),
             ("seed", args.seed),
             ("max_tokens", args.max_tokens),
+            ("enable_thinking", args.thinking),
+            ("thinking_budget", args.thinking_budget),
         )
         if v is not None
     }
@@ -185,7 +208,32 @@ def _build_agent(args: argparse.Namespace) -> Agent:
         model_path=args.model_path,
         max_total_tokens=args.max_total_tokens,
         max_cost=args.max_cost,
+        price=_price(args.price),
+        headers=_headers(args.header),
     )
+
+
+def _price(spec: str | None) -> Price | None:
+    if spec is None:
+        return None
+    given, sep, output = spec.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return Price(float(given), float(output))
+    except ValueError:
+        message = f"--price {spec!r}: write it as INPUT:OUTPUT in CNY per 1M tokens"
+        raise UserError(message) from None
+
+
+def _headers(specs: Sequence[str]) -> dict[str, str] | None:
+    headers = {}
+    for spec in specs:
+        name, sep, value = spec.partition(":")
+        if not sep or not name.strip():
+            raise UserError(f"--header {spec!r}: write it as NAME:VALUE")
+        headers[name.strip()] = value.strip()
+    return headers or None
 
 
 def _check_run_args(args: argparse.Namespace) -> None:
@@ -272,6 +320,8 @@ def _print_models(as_json: bool) -> None:
                 "max_output_tokens": m.max_output_tokens,
                 "input_price_cny_per_1m": m.input_price,
                 "output_price_cny_per_1m": m.output_price,
+                "thinking": m.thinking,
+                "price_tiers": [dataclasses.asdict(t) for t in m.price_tiers],
                 "tools": m.supports_tools,
                 "images": m.supports_images,
                 "video": m.supports_video,
@@ -283,11 +333,13 @@ def _print_models(as_json: bool) -> None:
         return
 
     def num(v: float | int | None) -> str:
-        return "-" if v is None else f"{v:g}"
+        if v is None:
+            return "-"
+        return str(v) if isinstance(v, int) else f"{v:g}"
 
     header = (
         f"{'model':34} {'family':18} {'context':>9} {'output':>7} {'in/1M':>7} {'out/1M':>7}"
-        "  features"
+        f" {'thinking':9} features"
     )
     print(header)
     for m in models:
@@ -303,9 +355,9 @@ def _print_models(as_json: bool) -> None:
         )
         print(
             f"{m.name:34} {m.family:18} {num(m.context_tokens):>9} {num(m.max_output_tokens):>7}"
-            f" {num(m.input_price):>7} {num(m.output_price):>7}  {feats}"
+            f" {num(m.input_price):>7} {num(m.output_price):>7} {m.thinking:9} {feats}"
         )
-    print("prices in CNY per 1M tokens")
+    print("prices in CNY per 1M tokens, for the smallest prompts; `--json` has every tier")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
