@@ -610,3 +610,29 @@ async def test_extra_buffer_types_given_explicitly_skip_the_probe(
     body = (await model.complete(request())).body
     assert body["choices"][0]["message"]["content"] == "4"
     await model.aclose()
+
+
+async def test_xml_calls_take_the_types_the_tool_declares(
+    fake_llama: type[FakeLlama], gguf: Path
+) -> None:
+    repeat = {
+        "type": "function",
+        "function": {
+            "name": "repeat",
+            "parameters": {
+                "type": "object",
+                "properties": {"text": {"type": "string"}, "times": {"type": "integer"}},
+            },
+        },
+    }
+    model = LocalChatModel(str(gguf), model_name="tiny")
+    reply = (
+        "<tool_call>\n<function=repeat>\n<parameter=text>\n7\n</parameter>\n"
+        "<parameter=times>\n3\n</parameter>\n</function>\n</tool_call>"
+    )
+    body, chunks = await both(model, fake_llama, reply, request([repeat]))
+    streamed, _, _ = assemble(chunks)
+    for message in (body["choices"][0]["message"], streamed):
+        (call,) = message["tool_calls"]
+        assert json.loads(call["function"]["arguments"]) == {"text": "7", "times": 3}
+    await model.aclose()

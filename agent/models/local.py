@@ -61,6 +61,7 @@ class _Prepared:
 
     prompt: str
     tool_names: list[str]
+    tool_schemas: dict[str, Any]  # name -> JSON schema of its arguments, to type XML calls
     sampling: Sampling
     text_prefix: str  # "<think>" when the template opened a reasoning block itself
     completion_id: str = field(default_factory=lambda: f"chatcmpl-local-{uuid.uuid4().hex[:24]}")
@@ -148,7 +149,11 @@ class LocalChatModel:
         outcome = Outcome()
         async with contextlib.aclosing(self._generate(prepared, outcome)) as generation:
             pieces = [piece async for piece in generation]
-        parsed = parse_tool_calls(prepared.text_prefix + "".join(pieces), prepared.tool_names)
+        parsed = parse_tool_calls(
+            prepared.text_prefix + "".join(pieces),
+            prepared.tool_names,
+            schemas=prepared.tool_schemas,
+        )
         message, finish = _assistant_message(parsed, outcome.finish_reason)
         body = {
             "id": prepared.completion_id,
@@ -210,7 +215,7 @@ class LocalChatModel:
                 if delta:
                     yield chunk(delta)
 
-        parsed = parse_tool_calls(scanner.text, prepared.tool_names)
+        parsed = parse_tool_calls(scanner.text, prepared.tool_names, schemas=prepared.tool_schemas)
         message, finish = _assistant_message(parsed, outcome.finish_reason)
         tail: dict[str, Any] = {}
         reasoning = message.get("reasoning_content") or ""
@@ -266,10 +271,18 @@ class LocalChatModel:
         tools = _offered_tools(request.tools, options.get("tool_choice"))
         assert self._template is not None  # set by _load_sync
         prompt = self._template.render(request.messages, tools, options)
-        names = [str(tool.get("function", {}).get("name", "")) for tool in tools or []]
+        functions = [tool.get("function", {}) for tool in tools or []]
+        names = [str(f.get("name", "")) for f in functions]
+        schemas = {str(f.get("name", "")): f.get("parameters") or {} for f in functions}
         sampling = self._sampling(options, has_tools=bool(tools))
         prefix = _THINK_OPEN if prompt.rstrip().endswith(_THINK_OPEN) else ""
-        return _Prepared(prompt=prompt, tool_names=names, sampling=sampling, text_prefix=prefix)
+        return _Prepared(
+            prompt=prompt,
+            tool_names=names,
+            tool_schemas=schemas,
+            sampling=sampling,
+            text_prefix=prefix,
+        )
 
     def _sampling(self, options: dict[str, Any], *, has_tools: bool) -> Sampling:
         def number(key: str, *aliases: str) -> float:
