@@ -462,7 +462,7 @@ def _make_model(
     transport: str,
     headers: dict[str, str] | None,
 ) -> ChatModel:
-    if endpoint.provider.name == "local":
+    if endpoint.provider.backend == "embedded":
         try:
             from agent.models.local import LocalChatModel
         except ImportError as exc:  # pragma: no cover - the module ships with the runtime

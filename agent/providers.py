@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Literal
 
 from agent.errors import ConfigError
 from agent.secrets import mask_key
@@ -25,6 +26,7 @@ class Provider:
         key_env: The environment variable holding its API key.
         default_model: The model used when none is given.
         needs_key: Whether requests fail without a key.
+        backend: "openai" (any OpenAI-compatible endpoint) or "embedded" (the local model).
 
     What the endpoint accepts and how it behaves is the model profile's business
     (`agent.models.profile`), not the preset's.
@@ -35,6 +37,7 @@ class Provider:
     key_env: str | None
     default_model: str
     needs_key: bool = True
+    backend: Literal["openai", "embedded"] = "openai"
 
 
 # DashScope's regions and their OpenAI-compatible URLs; a key works only in its own region.
@@ -67,7 +70,9 @@ PROVIDERS: dict[str, Provider] = {
             "Qwen/Qwen2.5-7B-Instruct",
             needs_key=False,
         ),
-        Provider("local", None, None, "qwen2.5-coder-1.5b-instruct", needs_key=False),
+        Provider(
+            "local", None, None, "qwen2.5-coder-1.5b-instruct", needs_key=False, backend="embedded"
+        ),
         Provider("custom", None, None, "qwen-plus", needs_key=False),
     )
 }
