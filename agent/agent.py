@@ -49,8 +49,9 @@ class Agent:
             tool), "auto" (server where the model supports it, else local) or "off".
         search_fetch: With local search, also offer `fetch_url` to read a result's page.
         tool_concurrency: At most this many tool calls of one turn run at once.
-        text_tool_calls: Read tool calls a model writes as text: "auto" (only when the text is
-            unmistakably a call to a registered tool), "always" or "never".
+        text_tool_calls: Read tool calls a model writes as text: "auto" (a reply that is only
+            calls, or `<tool_call>` blocks naming a registered tool, also after prose and in
+            Qwen3-Coder's XML form), "always" (any call form anywhere) or "never".
         loop_guard: Do not re-run a call that repeats an earlier one (same tool and
             arguments); ask the model once more without tools instead.
         chat_model: A ready backend (overrides provider, base URL and key).
