@@ -9,14 +9,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from agent.context import make_fitter
 from agent.errors import ConfigError, ModelNotSupportedError, UserError
 from agent.events import AgentEvent, RunEndEvent
+from agent.hooks import HookRunner, RunHooks
 from agent.loop import RunConfig, run_events
 from agent.messages import RunResult, Usage
 from agent.models.base import ChatModel
 from agent.models.profile import ModelProfile, Price, resolve_profile
 from agent.providers import ResolvedEndpoint, resolve_endpoint
 from agent.request import plan_run
+from agent.sessions import Session
 from agent.settings import ModelSettings, settings_from
 from agent.tool import Tool, ToolRegistry
 
@@ -81,6 +84,15 @@ class Agent:
         headers: Extra HTTP headers for every request (e.g. `X-DashScope-DataInspection`).
         cache_instructions: Mark the system prompt cacheable (`cache_control`), for providers
             with an explicit context cache (DashScope).
+        hooks: Lifecycle hooks (`RunHooks` instances), called in order at each step of a run.
+        instrument: Emit OpenTelemetry spans (GenAI conventions) to the globally configured
+            tracer provider; needs `qwenloop[otel]`.
+        trace_content: With `instrument`, also record message contents in spans.
+        context_tokens: The context window to fit each request into, for a model the
+            catalogue does not know (or to use less of it); None: the model's own.
+        history_processor: Called with the messages and the token budget when a request
+            does not fit (sync or async); returns the messages to send, e.g. with old turns
+            summarised. Without one, the oldest turns are left out.
     """
 
     def __init__(
@@ -116,6 +128,11 @@ class Agent:
         price: Price | None = None,
         headers: dict[str, str] | None = None,
         cache_instructions: bool = False,
+        hooks: Sequence[RunHooks] = (),
+        instrument: bool = False,
+        trace_content: bool = False,
+        context_tokens: int | None = None,
+        history_processor: Callable[..., Any] | None = None,
     ) -> None:
         if max_turns < 1:
             raise UserError(f"max_turns must be at least 1, got {max_turns}")
@@ -140,6 +157,9 @@ class Agent:
         self.loop_guard = loop_guard
         self.instructions = instructions
         self.cache_instructions = cache_instructions
+        self.context_tokens = context_tokens
+        self.history_processor = history_processor
+        self.hooks = HookRunner(_hooks(hooks, instrument, trace_content))
         self.endpoint: ResolvedEndpoint | None = None
         if chat_model is not None:
             self.model: ChatModel = chat_model
@@ -252,6 +272,11 @@ class Agent:
             thinking=plan.thinking,
             stream=stream or plan.stream,
             cache_instructions=self.cache_instructions,
+            hooks=self.hooks,
+            provider=self.model.provider,
+            fit_context=make_fitter(
+                profile, plan.settings, self.context_tokens, self.history_processor
+            ),
             max_total_tokens=self.max_total_tokens,
             max_cost=self.max_cost,
             send_reasoning=(
@@ -261,7 +286,7 @@ class Agent:
             max_argument_chars=self.max_argument_chars,
         )
 
-    def _events(
+    async def _events(
         self, input: Input, stream: bool, options: dict[str, Any]
     ) -> AsyncIterator[AgentEvent]:
         config = self._config(
@@ -270,10 +295,29 @@ class Agent:
         # Prompt templates render before any request, so their errors come first.
         if config.system_prompt is not None:
             config.system_prompt()
-        messages = _conversation(input, options["history"])
+        session: Session | None = options["session"]
+        if session is None:
+            messages = self._messages(input, options["history"], options)
+            async for event in run_events(config, messages):
+                yield event
+            return
+        if options["history"] is not None:
+            raise UserError("pass either history= or session=, not both")
+        async with session.lock():
+            history = await session.load()
+            messages = self._messages(input, history, options)
+            config.checkpoint = session.append
+            saved = len(history) - (1 if history and history[0].get("role") == "system" else 0)
+            async for event in run_events(config, messages, saved=saved):
+                yield event
+
+    def _messages(
+        self, input: Input, history: Sequence[dict[str, Any]] | None, options: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        messages = _conversation(input, history)
         if options["images"] or options["video"] is not None:
             self._attach_media(messages, options["images"], options["video"])
-        return run_events(config, messages)
+        return messages
 
     def _attach_media(self, messages: list[dict[str, Any]], images: Any, video: Any) -> None:
         from agent.content import user_message
@@ -302,6 +346,7 @@ class Agent:
         output_type: type[BaseModel] | None = None,
         images: Sequence[str | Path] = (),
         video: str | Path | Sequence[str | Path] | None = None,
+        session: Session | None = None,
     ) -> RunResult:
         """Run the agent until the model answers without calling a tool.
 
@@ -320,6 +365,8 @@ class Agent:
             output_type: A pydantic model the answer must validate as (overrides the agent's).
             images: Image URLs or local image files to send with the prompt (qwen-vl models).
             video: A video URL, or a list of frame images, to send with the prompt.
+            session: Continue this session's conversation and keep each completed turn in it
+                (instead of `history`); one run at a time per session.
 
         Returns:
             The run's result.
@@ -336,6 +383,7 @@ class Agent:
             "output_type": output_type,
             "images": images,
             "video": video,
+            "session": session,
         }
         async for event in self._events(input, False, options):
             if isinstance(event, RunEndEvent):
@@ -353,6 +401,7 @@ class Agent:
         output_type: type[BaseModel] | None = None,
         images: Sequence[str | Path] = (),
         video: str | Path | Sequence[str | Path] | None = None,
+        session: Session | None = None,
     ) -> RunResult:
         """Run the agent from synchronous code; same arguments and result as `run`.
 
@@ -378,6 +427,7 @@ class Agent:
                     output_type=output_type,
                     images=images,
                     video=video,
+                    session=session,
                 )
             finally:
                 close = getattr(self.model, "close_connections", None)
@@ -396,6 +446,7 @@ class Agent:
         output_type: type[BaseModel] | None = None,
         images: Sequence[str | Path] = (),
         video: str | Path | Sequence[str | Path] | None = None,
+        session: Session | None = None,
     ) -> AsyncIterator[AgentEvent]:
         """Run the agent with streaming on, yielding events; the last is a `RunEndEvent`.
 
@@ -408,6 +459,7 @@ class Agent:
             "output_type": output_type,
             "images": images,
             "video": video,
+            "session": session,
         }
         async for event in self._events(input, True, options):
             yield event
@@ -495,3 +547,14 @@ def _check_translation(settings: ModelSettings) -> None:
     if "source_lang" not in options or "target_lang" not in options:
         raise UserError("translation_options needs source_lang and target_lang")
     translation_options(options["source_lang"], options["target_lang"])
+
+
+def _hooks(hooks: Sequence[RunHooks], instrument: bool, trace_content: bool) -> list[RunHooks]:
+    from agent.tracing import LogHooks
+
+    out: list[RunHooks] = [LogHooks(), *hooks]
+    if instrument:
+        from agent.tracing import OpenTelemetryHooks
+
+        out.append(OpenTelemetryHooks(capture_content=trace_content))
+    return out

@@ -228,6 +228,18 @@ class OutputValidationError(ModelBehaviorError):
         self.errors = errors
 
 
+class SessionBusyError(UserError):
+    """Another run, in this process or another, is using the same session right now."""
+
+
+class SessionError(AgentError):
+    """The session's store failed (a broken or unreadable file, a full disk)."""
+
+
+class HookError(AgentError):
+    """A lifecycle hook raised; the run stopped there. The hook's exception is `__cause__`."""
+
+
 class MaxTurnsExceeded(AgentError):
     """The run used `max_turns` model turns without a final answer.
 

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agent.events import AgentEvent, LoopGuardEvent, ToolCallFinishedEvent, ToolCallStartedEvent
+from agent.hooks import ToolCallInfo
 from agent.messages import ToolCallRecord
 from agent.state import RunState
 from agent.streaming import PendingCall
@@ -54,6 +55,11 @@ async def _execute(state: RunState, call: PendingCall, turn: int) -> ToolCallRec
             "answer with what you have"
         )
         return record
+    hooks = cfg.hooks
+    if hooks:
+        await hooks.call(
+            "on_tool_start", state.ctx, ToolCallInfo(call.id, tool.name, call.arguments, turn)
+        )
     started = time.perf_counter()
     try:
         kwargs = tool.validate(call.arguments)
@@ -70,6 +76,8 @@ async def _execute(state: RunState, call: PendingCall, turn: int) -> ToolCallRec
     record.seconds = time.perf_counter() - started
     if record.error is not None:
         state.failures[tool.name] = failures + 1
+    if hooks:
+        await hooks.call("on_tool_end", state.ctx, record)
     return record
 
 

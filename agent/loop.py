@@ -24,18 +24,23 @@ __all__ = ["RunConfig", "RunState", "run_events"]
 
 
 async def run_events(
-    config: RunConfig, messages: list[dict[str, Any]]
+    config: RunConfig, messages: list[dict[str, Any]], *, saved: int = 0
 ) -> AsyncIterator[AgentEvent]:
     """Drive one run to its end and yield its events; the last is a RunEndEvent.
 
-    Every error that ends the run carries the run so far as `error.result`.
+    `saved` says how many of `messages` (after a system prompt) are already in the session;
+    each completed turn after them goes to `config.checkpoint`. Every error that ends the run
+    carries the run so far as `error.result`.
     """
-    state = RunState(config, messages)
+    state = RunState(config, messages, checkpointed=saved)
+    hooks = config.hooks
+    ended = False
     yield RunStartEvent(config.model.model_name, config.search_mode)
     try:
+        await hooks.call("on_run_start", state.ctx, state.messages)
         while True:
             state.begin_turn()
-            request = build_request(state)
+            request = await build_request(state)
             assistant: AssistantTurn | None = None
             async for item in model_turn(state, request, config.stream):
                 if isinstance(item, AssistantTurn):
@@ -48,9 +53,24 @@ async def run_events(
                 async for event in dispatch(state, assistant.calls):
                     yield event
             elif accept_answer(state, assistant):
-                yield RunEndEvent(state.result())
+                await _checkpoint(state)
+                result = state.result()
+                ended = True
+                await hooks.run_end(state.ctx, result, None)
+                yield RunEndEvent(result)
                 return
+            await _checkpoint(state)
     except AgentError as exc:
         if exc.result is None:
             exc.result = state.result()
+        if not ended:
+            await hooks.run_end(state.ctx, exc.result, exc)
         raise
+
+
+async def _checkpoint(state: RunState) -> None:
+    """Hand the messages of the turn just completed to the session, if there is one."""
+    if state.config.checkpoint is not None:
+        new = state.uncheckpointed()
+        if new:
+            await state.config.checkpoint(new)

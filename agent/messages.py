@@ -117,6 +117,8 @@ class RunResult(BaseModel):
         parsed: The validated structured output, when an output type was asked for.
         truncated: The final answer was cut by the token limit and accepted as it was
             (`Agent(accept_truncated=True)`); without that option a cut answer is an error.
+        trimmed: Messages of the conversation left out of the last request to fit the
+            model's context window (they stay in `messages`).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -135,6 +137,7 @@ class RunResult(BaseModel):
     guarded: list[str] = Field(default_factory=list)
     parsed: Any = None
     truncated: bool = False
+    trimmed: int = 0
 
     def to_json_dict(self) -> dict[str, Any]:
         """Return the CLI's `--json` shape: output, messages, usage, tool_calls, turns, cost."""

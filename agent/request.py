@@ -155,7 +155,7 @@ def check_settings(profile: ModelProfile, settings: ModelSettings, tool_names: l
         )
 
 
-def build_request(state: RunState) -> ModelRequest:
+async def build_request(state: RunState) -> ModelRequest:
     """The request for the turn about to start."""
     cfg = state.config
     messages = state.messages
@@ -178,6 +178,8 @@ def build_request(state: RunState) -> ModelRequest:
             else {k: v for k, v in m.items() if k != "reasoning_content"}
             for m in messages
         ]
+    if cfg.fit_context is not None:
+        messages, state.trimmed = await cfg.fit_context(list(messages))
     params, extra = cfg.settings.split()
     if cfg.output_type is not None:
         params["response_format"] = _response_format(cfg.output_type, cfg.json_schema_format)

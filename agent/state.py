@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
 
 from agent.errors import MaxTurnsExceeded
+from agent.hooks import HookRunner, RunContext
 from agent.messages import RunResult, ToolCallRecord, TurnUsage, Usage
 from agent.models.base import ChatModel
 from agent.settings import ModelSettings
@@ -47,6 +48,11 @@ class RunConfig:
         thinking: The model reasons in this run (for its price).
         cache_instructions: Mark the system prompt cacheable (`cache_control`).
         stream: Stream the model's replies (asked for, or needed by thinking).
+        hooks: The lifecycle hooks to call.
+        provider: The provider preset (for hooks and spans).
+        checkpoint: Called with the messages of each completed turn (a session's `append`).
+        fit_context: Fits a request's messages to the context window; returns them and how
+            many were left out.
         max_total_tokens: Stop with UsageLimitExceeded past this many tokens.
         max_cost: Stop with UsageLimitExceeded past this cost in CNY.
         accept_truncated: Accept a final answer cut by the token limit (marked in the result)
@@ -75,6 +81,12 @@ class RunConfig:
     thinking: bool = False
     cache_instructions: bool = False
     stream: bool = False
+    hooks: HookRunner = field(default_factory=HookRunner)
+    provider: str = ""
+    checkpoint: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None
+    fit_context: (
+        Callable[[list[dict[str, Any]]], Awaitable[tuple[list[dict[str, Any]], int]]] | None
+    ) = None
     max_total_tokens: int | None = None
     max_cost: float | None = None
     accept_truncated: bool = False
@@ -104,6 +116,12 @@ class RunState:
     output_failures: int = 0
     required_misses: int = 0
     truncated: bool = False
+    trimmed: int = 0
+    checkpointed: int = 0
+    ctx: RunContext = field(default_factory=lambda: RunContext("", ""))
+
+    def __post_init__(self) -> None:
+        self.ctx = RunContext(self.config.model.model_name, self.config.provider)
 
     def begin_turn(self) -> None:
         """Count a new turn.
@@ -118,7 +136,20 @@ class RunState:
                 max_turns=self.config.max_turns,
             )
         self.turns += 1
+        self.ctx.turn = self.turns
         self.tools_off, self.tools_off_next_turn = self.tools_off_next_turn, False
+
+    def uncheckpointed(self) -> list[dict[str, Any]]:
+        """The messages added since the last checkpoint; a leading system prompt never counts.
+
+        `checkpointed` counts the conversation's messages after its system prompt (which the
+        request phase inserts or replaces at every turn, so it is not part of what is kept).
+        """
+        messages = self.messages
+        body = messages[1:] if messages and messages[0].get("role") == "system" else messages
+        new = body[self.checkpointed :]
+        self.checkpointed = len(body)
+        return new
 
     def result(self) -> RunResult:
         """Snapshot the run as a RunResult."""
@@ -137,4 +168,5 @@ class RunState:
             guarded=self.guarded,
             parsed=self.parsed,
             truncated=self.truncated,
+            trimmed=self.trimmed,
         )
