@@ -31,6 +31,7 @@ from agent.errors import (
 )
 from agent.events import (
     AgentEvent,
+    ApprovalRequiredEvent,
     LoopGuardEvent,
     ReasoningDeltaEvent,
     RunEndEvent,
@@ -40,7 +41,8 @@ from agent.events import (
     ToolCallStartedEvent,
     TurnEndEvent,
 )
-from agent.messages import RunResult, ToolCallRecord, TurnUsage, Usage
+from agent.hooks import ModelReply, RunContext, RunHooks, ToolCallInfo
+from agent.messages import Interruption, RunResult, RunState, ToolCallRecord, TurnUsage, Usage
 from agent.models.profile import ModelProfile, Price
 from agent.prompts import Template
 from agent.settings import ModelSettings, SearchOptions
@@ -52,10 +54,12 @@ __all__ = [
     "Agent",
     "AgentError",
     "AgentEvent",
+    "ApprovalRequiredEvent",
     "AuthenticationError",
     "BadRequestError",
     "ConfigError",
     "HookError",
+    "Interruption",
     "LoopGuardEvent",
     "MaxTurnsExceeded",
     "ModelAPIError",
@@ -64,6 +68,7 @@ __all__ = [
     "ModelError",
     "ModelNotSupportedError",
     "ModelProfile",
+    "ModelReply",
     "ModelSettings",
     "ModelStreamError",
     "OutputValidationError",
@@ -72,9 +77,12 @@ __all__ = [
     "RateLimitError",
     "ReasoningDeltaEvent",
     "RequiredToolCallError",
+    "RunContext",
     "RunEndEvent",
+    "RunHooks",
     "RunResult",
     "RunStartEvent",
+    "RunState",
     "SearchOptions",
     "ServerError",
     "SessionBusyError",
@@ -83,6 +91,7 @@ __all__ = [
     "TextDeltaEvent",
     "Tool",
     "ToolCallFinishedEvent",
+    "ToolCallInfo",
     "ToolCallRecord",
     "ToolCallStartedEvent",
     "ToolRegistry",

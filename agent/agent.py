@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from agent.approval import resumption
 from agent.context import make_fitter
 from agent.errors import ConfigError, ModelNotSupportedError, UserError
 from agent.events import AgentEvent, RunEndEvent
 from agent.hooks import HookRunner, RunHooks
 from agent.loop import RunConfig, run_events
-from agent.messages import RunResult, Usage
+from agent.messages import RunResult, RunState, Usage
 from agent.models.base import ChatModel
 from agent.models.profile import ModelProfile, Price, resolve_profile
 from agent.providers import ResolvedEndpoint, resolve_endpoint
@@ -160,6 +161,7 @@ class Agent:
         self.context_tokens = context_tokens
         self.history_processor = history_processor
         self.hooks = HookRunner(_hooks(hooks, instrument, trace_content))
+        self._resumed: set[str] = set()
         self.endpoint: ResolvedEndpoint | None = None
         if chat_model is not None:
             self.model: ChatModel = chat_model
@@ -408,14 +410,7 @@ class Agent:
         Raises:
             UserError: When called inside a running event loop (use `await agent.run(...)`).
         """
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
-            raise UserError(
-                "run_sync() was called inside a running event loop; use `await agent.run(...)`"
-            )
+        _no_running_loop("run_sync", "run")
 
         async def main() -> RunResult:
             try:
@@ -430,9 +425,7 @@ class Agent:
                     session=session,
                 )
             finally:
-                close = getattr(self.model, "close_connections", None)
-                if close is not None:
-                    await close()
+                await self._close_connections()
 
         return asyncio.run(main())
 
@@ -463,6 +456,129 @@ class Agent:
         }
         async for event in self._events(input, True, options):
             yield event
+
+    async def resume(
+        self,
+        state: RunState | str,
+        *,
+        approve: Iterable[str] = (),
+        reject: Mapping[str, str] | None = None,
+        settings: ModelSettings | dict[str, Any] | None = None,
+        max_turns: int | None = None,
+        output_type: type[BaseModel] | None = None,
+        session: Session | None = None,
+    ) -> RunResult:
+        """Continue a run that stopped for approval (`result.interruptions`).
+
+        Approved calls run (exactly once), rejected ones go back to the model as a tool
+        message with the reason, and the run goes on as `run` would. Every waiting call must
+        be decided. A state is resumed once; the same state again is refused.
+
+        Args:
+            state: The stopped run's `result.state`, or its `to_json()` text.
+            approve: The ids of the calls a person approved.
+            reject: Call id -> the reason it was rejected (the model sees the reason).
+            settings: As for `run`.
+            max_turns: As for `run` (counted over the whole run, stop included).
+            output_type: As for `run`.
+            session: The session the run used, to keep its turns.
+
+        Raises:
+            UserError: The state is not valid JSON of a run state, belongs to another model
+                or tool set, was already resumed, or the decisions do not cover exactly the
+                waiting calls.
+        """
+        result: RunResult | None = None
+        events = self._resume_events(
+            state, approve, reject, False, settings, max_turns, output_type, session
+        )
+        async for event in events:
+            if isinstance(event, RunEndEvent):
+                result = event.result
+        assert result is not None
+        return result
+
+    def resume_sync(
+        self,
+        state: RunState | str,
+        *,
+        approve: Iterable[str] = (),
+        reject: Mapping[str, str] | None = None,
+        settings: ModelSettings | dict[str, Any] | None = None,
+        max_turns: int | None = None,
+        output_type: type[BaseModel] | None = None,
+        session: Session | None = None,
+    ) -> RunResult:
+        """`resume` from synchronous code; same arguments and result."""
+        _no_running_loop("resume_sync", "resume")
+
+        async def main() -> RunResult:
+            try:
+                return await self.resume(
+                    state,
+                    approve=approve,
+                    reject=reject,
+                    settings=settings,
+                    max_turns=max_turns,
+                    output_type=output_type,
+                    session=session,
+                )
+            finally:
+                await self._close_connections()
+
+        return asyncio.run(main())
+
+    async def resume_stream(
+        self,
+        state: RunState | str,
+        *,
+        approve: Iterable[str] = (),
+        reject: Mapping[str, str] | None = None,
+        settings: ModelSettings | dict[str, Any] | None = None,
+        max_turns: int | None = None,
+        output_type: type[BaseModel] | None = None,
+        session: Session | None = None,
+    ) -> AsyncIterator[AgentEvent]:
+        """`resume` with streaming on, yielding events as `stream` does."""
+        events = self._resume_events(
+            state, approve, reject, True, settings, max_turns, output_type, session
+        )
+        async for event in events:
+            yield event
+
+    async def _resume_events(
+        self,
+        state: RunState | str,
+        approve: Iterable[str],
+        reject: Mapping[str, str] | None,
+        stream: bool,
+        settings: ModelSettings | dict[str, Any] | None,
+        max_turns: int | None,
+        output_type: type[BaseModel] | None,
+        session: Session | None,
+    ) -> AsyncIterator[AgentEvent]:
+        saved = RunState.from_json(state) if isinstance(state, str) else state
+        point = resumption(
+            saved, list(approve), dict(reject or {}), self.model.model_name, self.tools.names
+        )
+        config = self._config(settings, max_turns, output_type, stream)
+        if saved.state_id in self._resumed:
+            raise UserError("this run state was already resumed: its approved calls ran")
+        self._resumed.add(saved.state_id)
+        if session is None:
+            async for event in run_events(config, [], resume=point):
+                yield event
+            return
+        async with session.lock():
+            config.checkpoint = session.append
+            async for event in run_events(config, [], resume=point):
+                yield event
+
+    async def _close_connections(self) -> None:
+        """Close connections bound to the current event loop (`*_sync` make one per call)."""
+        close = getattr(self.model, "close_connections", None)
+        if close is not None:
+            await close()
 
     async def aclose(self) -> None:
         """Close the backend's connections (or unload the local model)."""
@@ -558,3 +674,13 @@ def _hooks(hooks: Sequence[RunHooks], instrument: bool, trace_content: bool) -> 
 
         out.append(OpenTelemetryHooks(capture_content=trace_content))
     return out
+
+
+def _no_running_loop(name: str, instead: str) -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise UserError(
+        f"{name}() was called inside a running event loop; use `await agent.{instead}(...)`"
+    )

@@ -14,6 +14,7 @@ from agent.messages import RunResult, ToolCallRecord, Usage
 
 __all__ = [
     "AgentEvent",
+    "ApprovalRequiredEvent",
     "LoopGuardEvent",
     "ReasoningDeltaEvent",
     "RunEndEvent",
@@ -50,6 +51,17 @@ class ReasoningDeltaEvent:
     delta: str
     turn: int
     type: Literal["reasoning_delta"] = "reasoning_delta"
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRequiredEvent:
+    """A tool call waits for a person's approval; the run will stop after this turn's others."""
+
+    call_id: str
+    name: str
+    arguments: dict[str, Any] | str
+    turn: int
+    type: Literal["approval_required"] = "approval_required"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +127,7 @@ AgentEvent = (
     | ToolCallStartedEvent
     | ToolCallFinishedEvent
     | LoopGuardEvent
+    | ApprovalRequiredEvent
     | RunEndEvent
 )
 """Any event `Agent.stream` yields."""

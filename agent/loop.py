@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from agent.approval import Resumption
 from agent.errors import AgentError
 from agent.events import AgentEvent, RunEndEvent, RunStartEvent
 from agent.execution import dispatch
+from agent.messages import RunResult
 from agent.output import accept_answer, record_turn
 from agent.request import build_request
 from agent.state import RunConfig, RunState
@@ -24,20 +26,32 @@ __all__ = ["RunConfig", "RunState", "run_events"]
 
 
 async def run_events(
-    config: RunConfig, messages: list[dict[str, Any]], *, saved: int = 0
+    config: RunConfig,
+    messages: list[dict[str, Any]],
+    *,
+    saved: int = 0,
+    resume: Resumption | None = None,
 ) -> AsyncIterator[AgentEvent]:
     """Drive one run to its end and yield its events; the last is a RunEndEvent.
 
     `saved` says how many of `messages` (after a system prompt) are already in the session;
-    each completed turn after them goes to `config.checkpoint`. Every error that ends the run
-    carries the run so far as `error.result`.
+    each completed turn after them goes to `config.checkpoint`. `resume` continues a run that
+    stopped for approval (`messages` is then unused). Every error that ends the run carries the
+    run so far as `error.result`.
     """
-    state = RunState(config, messages, checkpointed=saved)
+    if resume is None:
+        state = RunState(config, messages, checkpointed=saved)
+    else:
+        state = RunState.restore(config, resume.saved)
     hooks = config.hooks
     ended = False
     yield RunStartEvent(config.model.model_name, config.search_mode)
     try:
         await hooks.call("on_run_start", state.ctx, state.messages)
+        if resume is not None:  # finish the turn that waited for approval
+            async for event in dispatch(state, resume.calls, resume.decided):
+                yield event
+            await _checkpoint(state)
         while True:
             state.begin_turn()
             request = await build_request(state)
@@ -52,12 +66,14 @@ async def run_events(
             if assistant.calls:
                 async for event in dispatch(state, assistant.calls):
                     yield event
+                if state.interruptions:  # stopped for approval: the turn stays open
+                    ended = True
+                    yield RunEndEvent(await _end(state))
+                    return
             elif accept_answer(state, assistant):
                 await _checkpoint(state)
-                result = state.result()
                 ended = True
-                await hooks.run_end(state.ctx, result, None)
-                yield RunEndEvent(result)
+                yield RunEndEvent(await _end(state))
                 return
             await _checkpoint(state)
     except AgentError as exc:
@@ -66,6 +82,12 @@ async def run_events(
         if not ended:
             await hooks.run_end(state.ctx, exc.result, exc)
         raise
+
+
+async def _end(state: RunState) -> RunResult:
+    result = state.result()
+    await state.config.hooks.run_end(state.ctx, result, None)
+    return result
 
 
 async def _checkpoint(state: RunState) -> None:

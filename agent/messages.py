@@ -6,11 +6,25 @@ to any compatible endpoint and continued without conversion.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["Message", "RunResult", "ToolCallRecord", "TurnUsage", "Usage"]
+from agent.errors import UserError
+
+__all__ = [
+    "Interruption",
+    "Message",
+    "RunResult",
+    "RunState",
+    "ToolCallRecord",
+    "TurnUsage",
+    "Usage",
+]
+
+STATE_VERSION = 1
+MAX_STATE_CHARS = 64_000_000
 
 Message = dict[str, Any]
 """One chat message in OpenAI format: {"role": ..., "content": ..., ...}."""
@@ -98,6 +112,90 @@ class ToolCallRecord(BaseModel):
     skipped: str | None = None
 
 
+class Interruption(BaseModel):
+    """A tool call waiting for a person's decision.
+
+    Attributes:
+        id: The call id: pass it to `resume` in `approve` or `reject`.
+        name: The tool's name.
+        arguments: The arguments the model gave.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+class RunState(BaseModel):
+    """Everything needed to resume a run stopped for approval, as plain JSON.
+
+    Attributes:
+        version: The format's version.
+        state_id: A unique id for this stop (a state is resumed once).
+        model: The model the run used (resuming with another agent model is refused).
+        tools: The names of the tools offered.
+        messages: The conversation, up to and including the assistant message whose calls wait.
+        interruptions: The calls waiting for a decision.
+        done: The results of the turn's other calls, which already ran.
+        turns: Model turns taken.
+        usage: Token counts so far.
+        turn_usage: Usage per turn so far.
+        records: Every earlier tool call of the run.
+        cost: Cost so far in CNY, where known.
+        failures: Failed calls per tool (for `max_retries`).
+        seen: The loop guard's record of calls already made: [tool, arguments, record index].
+        guarded: Loop-guard interventions so far.
+        checkpointed: Messages already kept in the session, if the run used one.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = STATE_VERSION
+    state_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    model: str
+    tools: list[str]
+    messages: list[dict[str, Any]]
+    interruptions: list[Interruption]
+    done: list[ToolCallRecord] = Field(default_factory=list)
+    turns: int
+    usage: Usage = Field(default_factory=Usage)
+    turn_usage: list[TurnUsage] = Field(default_factory=list)
+    records: list[ToolCallRecord] = Field(default_factory=list)
+    cost: float | None = None
+    failures: dict[str, int] = Field(default_factory=dict)
+    seen: list[tuple[str, str, int]] = Field(default_factory=list)
+    guarded: list[str] = Field(default_factory=list)
+    checkpointed: int = 0
+
+    def to_json(self) -> str:
+        """Serialise the state (keys are never part of it)."""
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> RunState:
+        """Read a state written by `to_json`.
+
+        Raises:
+            UserError: The text is not a run state of this version.
+        """
+        if len(text) > MAX_STATE_CHARS:
+            raise UserError(f"a run state is at most {MAX_STATE_CHARS:,} characters")
+        try:
+            state = cls.model_validate_json(text)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "state"
+            raise UserError(f"not a qwenloop run state: {where}: {first['msg']}") from None
+        if state.version != STATE_VERSION:
+            raise UserError(
+                f"this run state has version {state.version}; this qwenloop reads version "
+                f"{STATE_VERSION}"
+            )
+        return state
+
+
 class RunResult(BaseModel):
     """What a run returns, and what an error that ended a run carries as `.result`.
 
@@ -119,6 +217,9 @@ class RunResult(BaseModel):
             (`Agent(accept_truncated=True)`); without that option a cut answer is an error.
         trimmed: Messages of the conversation left out of the last request to fit the
             model's context window (they stay in `messages`).
+        interruptions: Tool calls waiting for a person's approval; the run stopped before
+            them (empty for a run that ended).
+        state: With `interruptions`, what `Agent.resume` continues from.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -138,6 +239,8 @@ class RunResult(BaseModel):
     parsed: Any = None
     truncated: bool = False
     trimmed: int = 0
+    interruptions: list[Interruption] = Field(default_factory=list)
+    state: RunState | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """Return the CLI's `--json` shape: output, messages, usage, tool_calls, turns, cost."""

@@ -10,7 +10,8 @@ from pydantic import BaseModel
 
 from agent.errors import MaxTurnsExceeded
 from agent.hooks import HookRunner, RunContext
-from agent.messages import RunResult, ToolCallRecord, TurnUsage, Usage
+from agent.messages import Interruption, RunResult, ToolCallRecord, TurnUsage, Usage
+from agent.messages import RunState as SavedRun
 from agent.models.base import ChatModel
 from agent.settings import ModelSettings
 from agent.streaming import MAX_ARGUMENT_CHARS
@@ -118,6 +119,8 @@ class RunState:
     truncated: bool = False
     trimmed: int = 0
     checkpointed: int = 0
+    interruptions: list[Interruption] = field(default_factory=list)
+    held: list[ToolCallRecord] = field(default_factory=list)
     ctx: RunContext = field(default_factory=lambda: RunContext("", ""))
 
     def __post_init__(self) -> None:
@@ -169,4 +172,47 @@ class RunState:
             parsed=self.parsed,
             truncated=self.truncated,
             trimmed=self.trimmed,
+            interruptions=self.interruptions,
+            state=self.saved() if self.interruptions else None,
         )
+
+    def saved(self) -> SavedRun:
+        """What `Agent.resume` needs to continue this run after its interruptions."""
+        index = {id(record): i for i, record in enumerate(self.records)}
+        return SavedRun(
+            model=self.config.model.model_name,
+            tools=self.config.registry.names,
+            messages=self.messages,
+            interruptions=self.interruptions,
+            done=self.held,
+            turns=self.turns,
+            usage=self.usage,
+            turn_usage=self.turn_usage,
+            records=self.records,
+            cost=self.cost,
+            failures=self.failures,
+            seen=[(name, args, index[id(rec)]) for (name, args), rec in self.seen.items()],
+            guarded=self.guarded,
+            checkpointed=self.checkpointed,
+        )
+
+    @classmethod
+    def restore(cls, config: RunConfig, saved: SavedRun) -> RunState:
+        """Continue a run from what `saved` kept."""
+        records = list(saved.records)
+        state = cls(
+            config,
+            list(saved.messages),
+            usage=saved.usage.model_copy(),
+            turn_usage=list(saved.turn_usage),
+            records=records,
+            turns=saved.turns,
+            cost=saved.cost,
+            guarded=list(saved.guarded),
+            failures=dict(saved.failures),
+            seen={(name, args): records[i] for name, args, i in saved.seen if i < len(records)},
+            checkpointed=saved.checkpointed,
+            held=list(saved.done),
+        )
+        state.ctx.turn = saved.turns
+        return state

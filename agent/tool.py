@@ -7,6 +7,7 @@ has only `cpu_count + 4` threads, which caps throughput at a few runs per second
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 import json
@@ -62,6 +63,8 @@ class Tool:
         strict: Whether the schema is sent in OpenAI strict mode.
         max_retries: Failed calls (bad arguments, errors, timeouts) the model may retry before
             the tool is reported as failing for the rest of the run.
+        needs_approval: True when every call waits for a person's approval, or a function of
+            the call's arguments that decides (see `approval_needed`).
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class Tool:
         timeout: float | None = None,
         strict: bool = False,
         max_retries: int = 2,
+        needs_approval: bool | Callable[[dict[str, Any]], bool] = False,
     ) -> None:
         if not callable(fn):
             raise UserError(f"@tool needs a function, got {fn!r}")
@@ -93,6 +97,7 @@ class Tool:
         self.timeout = timeout
         self.strict = strict
         self.max_retries = max_retries
+        self.needs_approval = needs_approval
         self._field_names = tuple(fs.args_model.model_fields)
         functools.update_wrapper(self, fn)
 
@@ -112,6 +117,19 @@ class Tool:
             function["strict"] = True
         return {"type": "function", "function": function}
 
+    def approval_needed(self, arguments: dict[str, Any]) -> bool:
+        """Whether this call must wait for a person's approval before it runs.
+
+        A deciding function that raises counts as "yes": when in doubt, ask.
+        """
+        decide = self.needs_approval
+        if not callable(decide):
+            return bool(decide)
+        try:
+            return bool(decide(arguments))
+        except Exception:
+            return True
+
     def validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
         """Validate raw arguments and return the keyword arguments to call the function with.
 
@@ -126,8 +144,9 @@ class Tool:
         if self.is_async:
             coro: Awaitable[Any] = self.fn(**kwargs)
         else:
-            loop = asyncio.get_running_loop()
-            coro = loop.run_in_executor(tool_executor(), functools.partial(self.fn, **kwargs))
+            # In the caller's context variables (and current span), as `asyncio.to_thread` does.
+            call = functools.partial(contextvars.copy_context().run, self.fn, **kwargs)
+            coro = asyncio.get_running_loop().run_in_executor(tool_executor(), call)
         if self.timeout is None:
             return await coro
         async with asyncio.timeout(self.timeout):
@@ -167,6 +186,7 @@ def tool(
     timeout: float | None = None,
     strict: bool = False,
     max_retries: int = 2,
+    needs_approval: bool | Callable[[dict[str, Any]], bool] = False,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -179,6 +199,7 @@ def tool(
     timeout: float | None = None,
     strict: bool = False,
     max_retries: int = 2,
+    needs_approval: bool | Callable[[dict[str, Any]], bool] = False,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Turn a sync or async function into a tool the model can call.
 
@@ -192,6 +213,8 @@ def tool(
         timeout: Seconds a call may take before it is reported to the model as timed out.
         strict: Send the schema in OpenAI strict mode (closed objects, all fields required).
         max_retries: Failed calls the model may retry.
+        needs_approval: Stop the run before a call runs, for a person to approve or reject it
+            (True, or a function of the arguments that decides); see `Agent.resume`.
 
     Returns:
         A `Tool`, still callable like the function.
@@ -213,6 +236,7 @@ def tool(
             timeout=timeout,
             strict=strict,
             max_retries=max_retries,
+            needs_approval=needs_approval,
         )
 
     if fn is not None:
