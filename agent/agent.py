@@ -23,6 +23,7 @@ from agent.request import plan_run
 from agent.sessions import Session
 from agent.settings import ModelSettings, settings_from
 from agent.tool import Tool, ToolRegistry
+from agent.toolsets import Toolset, registry_for_run
 
 __all__ = ["Agent"]
 
@@ -45,7 +46,7 @@ class Agent:
         api_key: The key; defaults to `QWENLOOP_API_KEY`, then the preset's variable
             (`DASHSCOPE_API_KEY`, ...).
         tools: Tools (`@tool` functions, plain typed functions, or built-in names like
-            "calculator").
+            "calculator"), and toolsets whose tools are listed at each run (an MCP server).
         instructions: The system prompt: a string, or a `Template` rendered at every turn.
         settings: Request parameters (a `ModelSettings` or a dict of its fields).
         max_turns: Model turns a run may take before `MaxTurnsExceeded`.
@@ -103,7 +104,7 @@ class Agent:
         provider: str | None = None,
         base_url: str | None = None,
         api_key: str | None = None,
-        tools: Iterable[Tool | Callable[..., Any] | str] = (),
+        tools: Iterable[Tool | Callable[..., Any] | str | Toolset] = (),
         instructions: Any = None,
         settings: ModelSettings | dict[str, Any] | None = None,
         max_turns: int = 10,
@@ -186,8 +187,10 @@ class Agent:
             )
         if instructions is None:
             self.instructions = self.profile.default_instructions
-        self._system_prompt()  # a wrong instructions type fails here, not at the first run
-        self.tools = ToolRegistry(_resolve_tools(tools))
+        self._system_prompt(ToolRegistry())  # a wrong instructions type fails here, not later
+        items = list(tools)
+        self.toolsets: list[Toolset] = [t for t in items if isinstance(t, Toolset)]
+        self.tools = ToolRegistry(_resolve_tools(t for t in items if not isinstance(t, Toolset)))
         self.search_mode = self._apply_search(search, search_fetch)
 
     @property
@@ -213,7 +216,7 @@ class Agent:
                     self.tools.add(load_tool(name))
         return mode
 
-    def _system_prompt(self) -> Callable[[], str | None] | None:
+    def _system_prompt(self, registry: ToolRegistry) -> Callable[[], str | None] | None:
         instructions = self.instructions
         if instructions is None:
             return None
@@ -230,7 +233,7 @@ class Agent:
 
         def system() -> str | None:
             result: str = render(
-                tools=list(agent.tools),
+                tools=list(registry),
                 search_mode=agent.search_mode,
                 model=agent.model.model_name,
             )
@@ -244,11 +247,13 @@ class Agent:
         max_turns: int | None,
         output_type: type[BaseModel] | None,
         stream: bool,
+        registry: ToolRegistry | None = None,
     ) -> RunConfig:
+        registry = self.tools if registry is None else registry
         merged = self.settings.merge(settings_from(settings)) if settings else self.settings
         if settings:
             _check_translation(merged)
-        plan = plan_run(self.profile, merged, self.tools.names, stream=stream)
+        plan = plan_run(self.profile, merged, registry.names, stream=stream)
         profile = self.profile
 
         def cost(usage: Usage) -> float | None:
@@ -256,10 +261,10 @@ class Agent:
 
         return RunConfig(
             model=self.model,
-            registry=self.tools,
+            registry=registry,
             settings=plan.settings,
             max_turns=max_turns or self.max_turns,
-            system_prompt=self._system_prompt(),
+            system_prompt=self._system_prompt(registry),
             search_mode=self.search_mode,
             tool_concurrency=self.tool_concurrency,
             text_tool_calls=self.text_tool_calls,
@@ -291,8 +296,9 @@ class Agent:
     async def _events(
         self, input: Input, stream: bool, options: dict[str, Any]
     ) -> AsyncIterator[AgentEvent]:
+        registry = await registry_for_run(self.tools, self.toolsets)
         config = self._config(
-            options["settings"], options["max_turns"], options["output_type"], stream
+            options["settings"], options["max_turns"], options["output_type"], stream, registry
         )
         # Prompt templates render before any request, so their errors come first.
         if config.system_prompt is not None:
@@ -558,10 +564,11 @@ class Agent:
         session: Session | None,
     ) -> AsyncIterator[AgentEvent]:
         saved = RunState.from_json(state) if isinstance(state, str) else state
+        registry = await registry_for_run(self.tools, self.toolsets)
         point = resumption(
-            saved, list(approve), dict(reject or {}), self.model.model_name, self.tools.names
+            saved, list(approve), dict(reject or {}), self.model.model_name, registry.names
         )
-        config = self._config(settings, max_turns, output_type, stream)
+        config = self._config(settings, max_turns, output_type, stream, registry)
         if saved.state_id in self._resumed:
             raise UserError("this run state was already resumed: its approved calls ran")
         self._resumed.add(saved.state_id)
@@ -581,10 +588,17 @@ class Agent:
             await close()
 
     async def aclose(self) -> None:
-        """Close the backend's connections (or unload the local model)."""
-        await self.model.aclose()
+        """Close the backend's connections (or unload the local model) and stop toolsets."""
+        try:
+            for toolset in self.toolsets:
+                await toolset.aclose()
+        finally:
+            await self.model.aclose()
 
     async def __aenter__(self) -> Agent:
+        """Start the toolsets now rather than at the first run."""
+        for toolset in self.toolsets:
+            await toolset.list_tools()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
