@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -10,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from agent.approval import resumption
-from agent.context import make_fitter
+from agent.context import make_fitter, text_tokens
 from agent.errors import ConfigError, ModelNotSupportedError, UserError
 from agent.events import AgentEvent, RunEndEvent
 from agent.hooks import HookRunner, RunHooks
@@ -138,6 +139,8 @@ class Agent:
     ) -> None:
         if max_turns < 1:
             raise UserError(f"max_turns must be at least 1, got {max_turns}")
+        if context_tokens is not None and context_tokens < 1:
+            raise UserError(f"context_tokens must be at least 1, got {context_tokens}")
         if tool_concurrency is not None and tool_concurrency < 1:
             raise UserError(f"tool_concurrency must be at least 1, got {tool_concurrency}")
         if text_tool_calls not in ("auto", "always", "never"):
@@ -282,7 +285,11 @@ class Agent:
             hooks=self.hooks,
             provider=self.model.provider,
             fit_context=make_fitter(
-                profile, plan.settings, self.context_tokens, self.history_processor
+                profile,
+                plan.settings,
+                self.context_tokens,
+                self.history_processor,
+                reserve_tokens=text_tokens(json.dumps(registry.schemas(), ensure_ascii=False)),
             ),
             max_total_tokens=self.max_total_tokens,
             max_cost=self.max_cost,
