@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -46,6 +46,10 @@ _CALL_FENCE_LANGS = frozenset({"", "json", "json5", "jsonc", "tool_call", "tool_
 _FENCE_OPEN_RE = re.compile(r"```[ \t]*([A-Za-z0-9_+.-]*)[ \t]*\n")
 _FENCE_OPEN_PARTIAL_RE = re.compile(r"`{1,3}[ \t]*[A-Za-z0-9_+.-]*[ \t]*\Z")
 _CALL_ONLY_KEYS = frozenset({"name", "type", "id"})
+# Characters that may open a call: tags and fences always, an object inside prose sometimes.
+_OPENER_RE = re.compile(r"[<`{]")
+_TAG_RE = re.compile(r"[<`]")
+_BACKTICKS_RE = re.compile(r"`+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,17 +80,50 @@ class ParsedText:
     reasoning: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
 class StreamView:
     """What part of a reply still being generated can be shown already.
+
+    The texts are built when first read, so a caller that only wants what is new (see
+    `StreamScanner.take_content`) does not pay for copying the whole reply on every piece.
 
     Attributes:
         reasoning: Reasoning text that is safe to show.
         content: Content text that is safe to show.
     """
 
-    reasoning: str
-    content: str
+    __slots__ = ("_content", "_reasoning")
+
+    def __init__(
+        self, reasoning: str | Callable[[], str] = "", content: str | Callable[[], str] = ""
+    ) -> None:
+        """Hold the two texts, or functions that build them on demand."""
+        self._reasoning = reasoning
+        self._content = content
+
+    @property
+    def reasoning(self) -> str:
+        """Reasoning text that is safe to show."""
+        if not isinstance(self._reasoning, str):
+            self._reasoning = self._reasoning()
+        return self._reasoning
+
+    @property
+    def content(self) -> str:
+        """Content text that is safe to show."""
+        if not isinstance(self._content, str):
+            self._content = self._content()
+        return self._content
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, StreamView):
+            return NotImplemented
+        return (self.reasoning, self.content) == (other.reasoning, other.content)
+
+    def __hash__(self) -> int:
+        return hash((self.reasoning, self.content))
+
+    def __repr__(self) -> str:
+        return f"StreamView(reasoning={self.reasoning!r}, content={self.content!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,10 +201,10 @@ def parse_tool_calls(
     rules, whole = _rules_for(tool_names, schemas, mode)
     reasoning, body, _ = _split_think(text, final=True)
     if whole is not None and body.lstrip().startswith(("{", "[", "`", "<")):
-        content, calls, _ = _scan(body, whole, final=True)
+        content, calls = _scan(body, whole)
         if calls and not content.strip():
             return ParsedText(content="", calls=calls, reasoning=reasoning)
-    content, calls, _ = _scan(body, rules, final=True)
+    content, calls = _scan(body, rules)
     return ParsedText(content=content.strip(), calls=calls, reasoning=reasoning)
 
 
@@ -192,7 +229,7 @@ def looks_like_tool_call(text: str, tool_names: Collection[str]) -> bool:
     if not body.startswith(("{", "[", "```", _OPEN_CALL)):
         return False
     # Embedded-object search is for prose; here the whole reply must be calls, so it is off.
-    content, calls, _ = _scan(body, _Rules(names, embedded=False), final=True)
+    content, calls = _scan(body, _Rules(names, embedded=False))
     return bool(calls) and not content.strip()
 
 
@@ -252,8 +289,10 @@ def split_think(text: str) -> tuple[str | None, str]:
 class StreamScanner:
     """Feed a reply piece by piece and get what is safe to show, as `stream_view` would say.
 
-    Gives the same answers as calling `stream_view` on the text so far, but keeps the part of
-    the reply already decided, so a long reply costs linear rather than quadratic time.
+    Gives the same answers as calling `stream_view` on the text so far, but only looks at each
+    piece once: text already decided is never scanned again, and a span still undecided (an
+    open `<tool_call>` block, a fence, a JSON object) is only searched for what would decide it
+    (its closing tag, fence or bracket) in the new text. A long reply costs linear time.
     """
 
     def __init__(
@@ -270,41 +309,98 @@ class StreamScanner:
             ValueError: When `mode` is neither "auto" nor "always".
         """
         self._rules, self._whole = _rules_for(tool_names, None, mode)
-        self._text = text
-        self._resume = _Resume()
-        self._whole_resume = _Resume()
-        self._prose = self._whole is None  # "auto": the reply is known not to be only calls
-        self._body_start = -1
+        self._parts: list[str] = []
+        self._joined = ""
+        self._joined_parts = 0
+        self._phase: Literal["start", "thinking", "body", "after"] = "start"
+        self._head = ""  # "start": the reply without its leading whitespace, a few characters
+        self._tail = ""  # the last characters before the new piece, for a split "</think>"
+        self._reasoning = ""  # "after": the reasoning before "</think>"
+        self._content = _Content(self._rules, self._whole)
+        self._taken = 0
+        # After an orphan "</think>" moved the body: the content taken before, until the new
+        # content is known to start with it (None) or not to (`_stalled`).
+        self._taken_before: str | None = None
+        self._stalled = False
+        self._push(text)
 
     @property
     def text(self) -> str:
         """The whole reply fed so far."""
-        return self._text
+        if self._joined_parts < len(self._parts):
+            self._joined += "".join(self._parts[self._joined_parts :])
+            self._joined_parts = len(self._parts)
+        return self._joined
 
     def feed(self, piece: str) -> StreamView:
         """Add generated text and return the reasoning and content safe to show so far."""
-        self._text += piece
-        reasoning, body, thinking = _split_think(self._text, final=False)
-        if thinking:
-            return StreamView(reasoning=(reasoning or "").rstrip(), content="")
-        body_start = len(self._text) - len(body)
-        if body_start != self._body_start:  # a </think> moved the body: start over
-            self._body_start = body_start
-            self._resume, self._whole_resume = _Resume(), _Resume()
-            self._prose = self._whole is None
-        return StreamView(reasoning=reasoning or "", content=self._content(body).strip())
+        self._push(piece)
+        phase = self._phase
+        if phase == "thinking":
+            parts, count = self._parts, len(self._parts)
+            return StreamView(lambda: _thinking_view(parts, count))
+        ledger = None if phase == "start" else self._content.ledger
+        return StreamView(self._reasoning, "" if ledger is None else ledger.snapshot())
 
-    def _content(self, body: str) -> str:
-        if not self._prose:
-            assert self._whole is not None
-            # Until something other than a call shows up, the reply may be nothing but calls,
-            # fences and bare JSON included; once it has, only tags count (see parse_tool_calls).
-            content, _, _ = _scan(body, self._whole, final=False, resume=self._whole_resume)
-            if not content.strip():
+    def take_content(self) -> str:
+        """Return the content that became safe to show since the last call.
+
+        The pieces returned add up to the `content` of the latest view, except after an orphan
+        `</think>` (a reply that reasoned without opening `<think>`): content taken before it
+        cannot be taken back, so nothing more comes until the content extends it again.
+        """
+        ledger = self._content.ledger if self._phase != "start" else None
+        if ledger is None or self._stalled:
+            return ""
+        start, end = ledger.bounds()
+        if end - start <= self._taken:
+            return ""
+        if self._taken_before is not None:
+            # Decided text never changes, so this is settled the first time it can be checked.
+            if ledger.raw(start, start + self._taken) != self._taken_before:
+                self._stalled = True
                 return ""
-            self._prose = True
-        content, _, _ = _scan(body, self._rules, final=False, resume=self._resume)
-        return content
+            self._taken_before = None
+        fresh = ledger.raw(start + self._taken, end)
+        self._taken = end - start
+        return fresh
+
+    def _push(self, piece: str) -> None:
+        """Take the next piece: split off the reasoning, and pass the body on."""
+        if not piece:
+            return
+        self._parts.append(piece)
+        phase = self._phase
+        if phase == "after":
+            self._content.feed(piece)
+            return
+        new = piece
+        if phase == "start":
+            self._head = self._head + piece if self._head else piece.lstrip()
+            if not self._head or (_OPEN_THINK.startswith(self._head) and self._head != _OPEN_THINK):
+                return  # blank, or may still become "<think>"
+            self._phase = "thinking" if self._head.startswith(_OPEN_THINK) else "body"
+            self._head = ""
+            new = self.text
+        # The first "</think>" ends the reasoning, wherever it is (see _split_think).
+        hay = self._tail + new
+        end = hay.find(_CLOSE_THINK)
+        if end < 0:
+            self._tail = hay[-(len(_CLOSE_THINK) - 1) :]
+            if self._phase == "body":
+                self._content.feed(new)
+            return
+        text = self.text
+        end += len(text) - len(hay)
+        self._reasoning = text[:end].lstrip().removeprefix(_OPEN_THINK).strip()
+        if self._phase == "body" and self._taken:
+            ledger = self._content.ledger
+            assert ledger is not None
+            start, _ = ledger.bounds()
+            self._taken_before = ledger.raw(start, start + self._taken)
+        self._phase = "after"
+        self._content = _Content(self._rules, self._whole)
+        self._content.feed(text[end + len(_CLOSE_THINK) :])
 
 
 def _split_think(text: str, *, final: bool) -> tuple[str | None, str, bool]:
@@ -333,82 +429,42 @@ def _hold_partial(text: str, marker: str) -> str:
     return text
 
 
-@dataclass(slots=True)
-class _Resume:
-    """Where a streaming scan can pick up: every decision before `pos` is final."""
+def _scan(body: str, rules: _Rules) -> tuple[str, list[ParsedCall]]:
+    """Walk a whole body left to right, cutting out call spans.
 
-    pos: int = 0
-    content: str = ""
-
-
-def _scan(
-    body: str,
-    rules: _Rules,
-    *,
-    final: bool,
-    resume: _Resume | None = None,
-) -> tuple[str, list[ParsedCall], bool]:
-    """Walk the body left to right, cutting out call spans.
-
-    With `final` False, stop at the first place that may still become a call and return the
-    content before it. The same decisions are taken in both modes for every span that is
-    complete, which is what makes streamed content a prefix of the final content. A `resume`
-    state (non-final mode only) skips the part already decided by an earlier call and is moved
-    forward, so feeding a growing reply costs linear time.
+    `_BodyScan` takes the same decisions for every span that is complete on a body that
+    arrives in pieces, which is what makes streamed content a prefix of the final content.
 
     Returns:
-        (content, calls, stopped_early).
+        (content, calls).
     """
     names = rules.names
     if names is not None and not names:
-        return body, [], False  # nothing can be a call
-    start = resume.pos if resume is not None else 0
-    if start == 0 and rules.whole and body.lstrip().startswith(("{", "[")):
-        if not final:
-            return "", [], True
+        return body, []  # nothing can be a call
+    if rules.whole and body.lstrip().startswith(("{", "[")):
         whole = _calls_from_sequence(body.lstrip(), names, require_all=True)
         if whole:
-            return "", whole, False
-    find_embedded = rules.embedded and names is not None
-    pieces: list[str] = [resume.content] if resume is not None else []
+            return "", whole
+    openers = _OPENER_RE if rules.embedded and names is not None else _TAG_RE
+    pieces: list[str] = []
     calls: list[ParsedCall] = []
-    pos = start
+    pos = 0
     size = len(body)
-
-    def settle(at: int) -> None:
-        if resume is not None:
-            resume.pos, resume.content = at, "".join(pieces)
-
     while pos < size:
-        nxt = _next_opener(body, pos, find_embedded)
-        if nxt < 0:
-            settle(pos)
+        found = openers.search(body, pos)
+        if found is None:
             pieces.append(body[pos:])
             break
-        pieces.append(body[pos:nxt])
-        outcome = _decide_at(body, nxt, rules, final=final)
-        if outcome is None:  # undecided until more text arrives
-            settle(nxt)
-            return "".join(pieces), calls, True
-        end, found = outcome
-        if end >= size:
-            settle(nxt)  # a span reaching the end may still grow: decide it again next time
-        if found:
-            calls.extend(found)
+        start = found.start()
+        pieces.append(body[pos:start])
+        outcome = _decide_at(body, start, rules, final=True)
+        assert outcome is not None  # a final scan decides everything
+        pos, spanned = outcome
+        if spanned:
+            calls.extend(spanned)
         else:
-            pieces.append(body[nxt:end])
-        pos = end
-    return "".join(pieces), calls, False
-
-
-def _next_opener(body: str, pos: int, find_embedded: bool) -> int:
-    """Return the index of the next character that may open a call, or -1."""
-    best = -1
-    for char in ("<", "`", "{") if find_embedded else ("<", "`"):
-        index = body.find(char, pos)
-        if index >= 0 and (best < 0 or index < best):
-            best = index
-    return best
+            pieces.append(body[start:pos])
+    return "".join(pieces), calls
 
 
 def _decide_at(
@@ -433,9 +489,11 @@ def _hermes_at(
             return None
         return start + 1, []
     inner_start = start + len(_OPEN_CALL)
-    close = body.find(_CLOSE_CALL, inner_start)
     reopen = body.find(_OPEN_CALL, inner_start)
-    if close >= 0 and (reopen < 0 or close < reopen):
+    # Only a close before the next opening tag counts: searching no further keeps a reply that
+    # mentions `<tool_call>` many times linear.
+    close = body.find(_CLOSE_CALL, inner_start, reopen if reopen >= 0 else len(body))
+    if close >= 0:
         return close + len(_CLOSE_CALL), _block_calls(body[inner_start:close], rules)
     if reopen >= 0:  # unterminated, another block follows
         calls = _block_calls(body[inner_start:reopen], rules)
@@ -464,8 +522,9 @@ def _fence_at(
     if opener is None:
         if not final and _FENCE_OPEN_PARTIAL_RE.match(body, start):
             return None
-        run = len(body[start:]) - len(body[start:].lstrip("`"))
-        return start + run, []
+        backticks = _BACKTICKS_RE.match(body, start)
+        assert backticks is not None
+        return backticks.end(), []
     lang = opener.group(1).lower()
     close = body.find("```", opener.end())
     if not rules.fences or lang not in _CALL_FENCE_LANGS:
@@ -503,6 +562,301 @@ def _strip_fence(text: str) -> str:
     inner = text[opener.end() :]
     inner = inner.rstrip()
     return inner.removesuffix("```").strip()
+
+
+# -- streaming ---------------------------------------------------------------------------------
+
+
+def _thinking_view(parts: list[str], count: int) -> str:
+    """Return the reasoning to show of a reply still inside `<think>`: its first `count` parts."""
+    reasoning, _, _ = _split_think("".join(parts[:count]), final=False)
+    return (reasoning or "").rstrip()
+
+
+class _Ledger:
+    """Content decided so far: append-only, so a view of it is a prefix of every later one.
+
+    The shown content is the ledger stripped; where that starts and ends is kept up to date,
+    so neither a view nor a delta needs the whole text. `tail` is shown but not final: a run
+    of backticks that reaches the end, decided again when more text comes.
+    """
+
+    __slots__ = ("lead", "parts", "size", "tail", "trail")
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.size = 0
+        self.lead = -1  # where the first non-space character is; -1 while there is none
+        self.trail = 0  # how much whitespace the parts end with
+        self.tail = ""
+
+    def append(self, text: str) -> None:
+        size = len(text)
+        if not size:
+            return
+        kept = len(text.rstrip())
+        if kept:
+            if self.lead < 0:
+                self.lead = self.size + size - len(text.lstrip())
+            self.trail = size - kept
+        else:
+            self.trail += size
+        self.parts.append(text)
+        self.size += size
+
+    def bounds(self) -> tuple[int, int]:
+        """Return where the stripped content starts and ends in the raw text."""
+        tail = self.tail
+        kept = tail.rstrip()
+        start = self.lead
+        if start < 0:
+            if not kept:
+                return 0, 0
+            start = self.size + len(tail) - len(tail.lstrip())
+        end = self.size + len(kept) if kept else self.size - self.trail
+        return start, end
+
+    def raw(self, start: int, stop: int) -> str:
+        """Return the raw text from `start` to `stop`, read back from the end (cheap near it)."""
+        found: list[str] = []
+        pos = self.size
+        if self.tail and stop > pos:
+            found.append(self.tail[max(start - pos, 0) : stop - pos])
+        parts = self.parts
+        index = len(parts) - 1
+        while pos > start and index >= 0:
+            part = parts[index]
+            begin = pos - len(part)
+            if begin < stop:
+                found.append(part[start - begin if start > begin else 0 : stop - begin])
+            pos = begin
+            index -= 1
+        if len(found) == 1:
+            return found[0]
+        found.reverse()
+        return "".join(found)
+
+    def snapshot(self) -> Callable[[], str]:
+        """Return a function that builds the content as it stands now."""
+        parts, count, tail = self.parts, len(self.parts), self.tail
+        return lambda: ("".join(parts[:count]) + tail).strip()
+
+
+class _Needles:
+    """Shut until one of the needles shows up; searches only new text and a short overlap."""
+
+    __slots__ = ("keep", "needles", "seen")
+
+    def __init__(self, needles: tuple[str, ...], seen: str) -> None:
+        self.needles = needles
+        self.keep = max(map(len, needles)) - 1
+        self.seen = seen[-self.keep :]
+
+    def opens(self, text: str) -> bool:
+        hay = self.seen + text
+        for needle in self.needles:
+            if needle in hay:
+                return True
+        self.seen = hay[-self.keep :]
+        return False
+
+
+class _ValueEnd:
+    """Find where the JSON-ish value opening at a bracket ends, in text that comes in pieces.
+
+    Double-quoted strings are skipped; a single quote opens a string only where a JSON string
+    could start, so apostrophes in prose do not.
+    """
+
+    __slots__ = ("depth", "escaped", "last", "quote")
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.quote = ""
+        self.last = ""  # the last significant character
+        self.escaped = False  # the piece before ended in a backslash inside a string
+
+    def feed(self, text: str, start: int = 0) -> int | None:
+        """Read `text` from `start`; return the index just past the value, or None if open."""
+        depth, quote, last = self.depth, self.quote, self.last
+        index = start + 1 if self.escaped else start
+        size = len(text)
+        while index < size:
+            char = text[index]
+            if quote:
+                if char == "\\":
+                    index += 2
+                    continue
+                if char == quote:
+                    quote = ""
+                    last = '"'
+            elif char == '"' or (char == "'" and last in "{[,:"):
+                quote = char
+            elif char in "{[":
+                depth += 1
+                last = char
+            elif char in "}]":
+                depth -= 1
+                last = char
+                if depth == 0:
+                    return index + 1
+            elif not char.isspace():
+                last = char
+            index += 1
+        self.depth, self.quote, self.last, self.escaped = depth, quote, last, index > size
+        return None
+
+    def opens(self, text: str) -> bool:
+        return self.feed(text) is not None
+
+
+class _BodyScan:
+    """`_scan` for a body that arrives in pieces: decided text goes to `ledger`, once.
+
+    Undecided text is kept from the opener that may still become a call; while it waits for
+    what would decide it (a gate), new text is only searched for that, never scanned again
+    from the opener on.
+    """
+
+    def __init__(self, rules: _Rules) -> None:
+        self.rules = rules
+        self.ledger = _Ledger()
+        self._everything = rules.names is not None and not rules.names  # nothing is a call
+        self._openers = _OPENER_RE if rules.embedded and rules.names is not None else _TAG_RE
+        self._leading = True  # nothing but whitespace so far
+        self._held = False  # a body that is one JSON value is wholly a call or not: wait
+        self._window = ""  # undecided text, from an opener to the end
+        self._waiting: list[str] = []  # text after the window, come while the gate was shut
+        self._gate: _Needles | _ValueEnd | None = None  # None: decide again on any new text
+        self._fence: str | None = None  # in a plain fence: its last characters, else None
+        self._clear = False  # nothing is waiting: a piece without an opener is plain text
+
+    def feed(self, text: str) -> None:
+        if self._clear and self._openers.search(text) is None:
+            self.ledger.append(text)
+            return
+        if self._held or not text:
+            return
+        if self._everything:
+            self.ledger.append(text)
+            return
+        if self._fence is not None:
+            text = self._flow(text)
+        if not text:
+            return
+        if self._gate is not None and not self._gate.opens(text):
+            self._waiting.append(text)
+            return
+        window = "".join((self._window, *self._waiting, text))
+        self._window, self._waiting, self._gate = "", [], None
+        self._advance(window)
+
+    def _flow(self, text: str) -> str:
+        """Show a plain fence's text as it comes; return what follows its closing backticks."""
+        assert self._fence is not None
+        hay = self._fence + text
+        close = hay.find("```")
+        if close < 0:
+            self.ledger.append(text)
+            self._fence = hay[-2:]
+            return ""
+        cut = close + 3 - len(self._fence)
+        self.ledger.append(text[:cut])
+        self._fence = None
+        return text[cut:]
+
+    def _advance(self, window: str) -> None:
+        """Decide the openers in `window` (undecided text and all that came after it)."""
+        self.ledger.tail = ""
+        self._clear = False
+        size = len(window)
+        if self._leading:
+            first = size - len(window.lstrip())
+            if first == size:
+                self.ledger.append(window)
+                return
+            self._leading = False
+            if self.rules.whole and window[first] in "{[":
+                self._held = True
+                return
+        pos = 0
+        while pos < size:
+            found = self._openers.search(window, pos)
+            if found is None:
+                self.ledger.append(window[pos:])
+                break
+            start = found.start()
+            if start > pos:
+                self.ledger.append(window[pos:start])
+            outcome = _decide_at(window, start, self.rules, final=False)
+            if outcome is None:
+                self._wait(window[start:])
+                return
+            end, calls = outcome
+            if end >= size and window[start] == "`" and self._grows(window[start:]):
+                return
+            if not calls:
+                self.ledger.append(window[start:end])
+            pos = end
+        self._clear = True
+
+    def _grows(self, span: str) -> bool:
+        """Keep text from backticks that reaches the end and may still change; say if it did."""
+        opener = _FENCE_OPEN_RE.match(span)
+        if opener is None:  # a run of backticks, shown but decided again
+            self._window = self.ledger.tail = span
+            return True
+        if span.find("```", opener.end()) >= 0:
+            return False  # a closed fence
+        self.ledger.append(span)  # an open plain fence: its text is shown as it comes
+        self._fence = span[max(opener.end(), len(span) - 2) :]
+        return True
+
+    def _wait(self, span: str) -> None:
+        """Keep `span`, which opens with an undecided opener, and say what would decide it."""
+        self._window = span
+        if span.startswith(_OPEN_CALL):
+            self._gate = _Needles((_CLOSE_CALL, _OPEN_CALL), span[len(_OPEN_CALL) :])
+        elif span.startswith("`"):
+            opener = _FENCE_OPEN_RE.match(span)
+            if opener is not None:  # a call fence: undecided until it closes
+                self._gate = _Needles(("```",), span[opener.end() :])
+        elif span.startswith("{"):
+            value = _ValueEnd()
+            value.feed(span)
+            self._gate = value
+        # Otherwise a few characters that may become an opener: decided on the next piece.
+
+
+class _Content:
+    """The content of a streamed body; in "auto" mode first read as a reply of only calls."""
+
+    def __init__(self, rules: _Rules, whole: _Rules | None) -> None:
+        self._rules = rules
+        # Until something other than a call shows up, the reply may be nothing but calls,
+        # fences and bare JSON included; once it has, only tags count (see parse_tool_calls).
+        self._whole = None if whole is None else _BodyScan(whole)
+        self._scan = _BodyScan(rules) if whole is None else None
+        self._body: list[str] = []  # the body so far, while `_whole` decides
+
+    @property
+    def ledger(self) -> _Ledger | None:
+        """The content shown, or None while nothing is."""
+        return None if self._scan is None else self._scan.ledger
+
+    def feed(self, text: str) -> None:
+        if self._scan is not None:
+            self._scan.feed(text)
+            return
+        assert self._whole is not None
+        self._body.append(text)
+        self._whole.feed(text)
+        start, end = self._whole.ledger.bounds()
+        if start == end:  # nothing but calls and whitespace so far
+            return
+        self._scan, self._whole = _BodyScan(self._rules), None
+        self._scan.feed("".join(self._body))
+        self._body = []
 
 
 # -- Qwen3-Coder's XML form ------------------------------------------------------------------
@@ -726,39 +1080,8 @@ def _as_arguments(raw: Any) -> dict[str, Any] | None:
 
 
 def _value_end(text: str, start: int) -> int | None:
-    """Return the index just past the JSON-ish value opening at `start`, or None if unclosed.
-
-    Double-quoted strings are skipped; a single quote opens a string only where a JSON string
-    could start, so apostrophes in prose do not.
-    """
-    depth = 0
-    quote = ""
-    index = start
-    size = len(text)
-    last_significant = ""
-    while index < size:
-        char = text[index]
-        if quote:
-            if char == "\\":
-                index += 2
-                continue
-            if char == quote:
-                quote = ""
-                last_significant = '"'
-        elif char == '"' or (char == "'" and last_significant in "{[,:"):
-            quote = char
-        elif char in "{[":
-            depth += 1
-            last_significant = char
-        elif char in "}]":
-            depth -= 1
-            last_significant = char
-            if depth == 0:
-                return index + 1
-        elif not char.isspace():
-            last_significant = char
-        index += 1
-    return None
+    """Return the index just past the JSON-ish value opening at `start`, or None if unclosed."""
+    return _ValueEnd().feed(text, start)
 
 
 def _loads_or_none(text: str) -> Any:

@@ -77,20 +77,18 @@ class _ShownText:
         mode = _mode(cfg)
         self._scanner = None if mode is None else StreamScanner(cfg.registry.names, mode=mode)
         self._shown: list[str] = []
-        self._size = 0
-        self._view = ""
 
     def feed(self, piece: str) -> str:
         """Take the reply's next piece of text; return the part that may be shown now."""
         if self._scanner is None:
             delta = piece
         else:
-            view = self._scanner.feed(piece).content
-            if len(view) <= self._size or not view.startswith(self._view):
+            # Only the new part: building the whole view on every piece is quadratic.
+            self._scanner.feed(piece)
+            delta = self._scanner.take_content()
+            if not delta:
                 return ""
-            delta, self._view = view[self._size :], view
         self._shown.append(delta)
-        self._size += len(delta)
         return delta
 
     def finish(self, content: str) -> str:
