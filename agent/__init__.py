@@ -45,6 +45,7 @@ from agent.hooks import ModelReply, RunContext, RunHooks, ToolCallInfo
 from agent.messages import Interruption, RunResult, RunState, ToolCallRecord, TurnUsage, Usage
 from agent.models.profile import ModelProfile, Price
 from agent.prompts import Template
+from agent.sessions import Session, SQLiteSession
 from agent.settings import ModelSettings, SearchOptions
 from agent.tool import Tool, ToolRegistry, ToolRetry, tool
 
@@ -83,8 +84,10 @@ __all__ = [
     "RunResult",
     "RunStartEvent",
     "RunState",
+    "SQLiteSession",
     "SearchOptions",
     "ServerError",
+    "Session",
     "SessionBusyError",
     "SessionError",
     "Template",

@@ -1,4 +1,4 @@
-"""The `qwenloop` command line: `run`, `tools` and `models`; no logic the API cannot reach.
+"""The `qwenloop` command line: `run`, `sessions`, `tools` and `models`; no logic the API lacks.
 
 Exit codes: 0 success, 1 a failed run, 2 a usage mistake (one line on stderr naming the fix).
 """
@@ -14,6 +14,7 @@ import json
 import math
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -31,6 +32,7 @@ from agent.messages import RunResult
 from agent.models.profile import Price
 from agent.providers import PROVIDERS
 from agent.secrets import scrub_surrogates
+from agent.sessions import Session
 from agent.tool import Tool, tool
 
 __all__ = ["main"]
@@ -112,11 +114,34 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-cost", type=float, help="stop a run past this cost in CNY")
     run.add_argument("--stream", action="store_true", help="print text as it arrives")
     run.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    run.add_argument(
+        "--session",
+        metavar="NAME",
+        help="continue the named conversation and keep this run in it (see `qwenloop sessions`)",
+    )
+    _sessions_parser(sub)
     tools_cmd = sub.add_parser("tools", help="list the built-in tools and their schemas")
     tools_cmd.add_argument("--json", action="store_true")
     models_cmd = sub.add_parser("models", help="list the model catalogue")
     models_cmd.add_argument("--json", action="store_true")
     return parser
+
+
+def _sessions_parser(sub: Any) -> None:
+    cmd = sub.add_parser(
+        "sessions",
+        help="list, show or delete stored conversations",
+        description="Stored conversations, in $QWENLOOP_SESSIONS or "
+        "$XDG_DATA_HOME/qwenloop/sessions.db (default ~/.local/share/qwenloop/sessions.db).",
+    )
+    actions = cmd.add_subparsers(dest="action", parser_class=_Parser)
+    listing = actions.add_parser("list", help="one line per session (the default)")
+    listing.add_argument("--json", action="store_true")
+    show = actions.add_parser("show", help="print a session's conversation, one line a message")
+    show.add_argument("name")
+    show.add_argument("--json", action="store_true", help="print the stored messages as JSON")
+    delete = actions.add_parser("delete", help="delete a session")
+    delete.add_argument("name")
 
 
 def _load_tool(spec: str) -> Tool:
@@ -266,13 +291,24 @@ def _media(args: argparse.Namespace) -> dict[str, Any]:
     return {"images": args.image, "video": video}
 
 
+def _session(args: argparse.Namespace) -> Session | None:
+    if args.session is None:
+        return None
+    if not args.session.strip():
+        raise UserError("--session: give the session a name")
+    from agent.sessions import SQLiteSession, default_sessions_path
+
+    return SQLiteSession(default_sessions_path(), args.session)
+
+
 async def _run(agent: Agent, args: argparse.Namespace) -> RunResult:
     try:
+        session = _session(args)
         if not args.stream:
-            return await agent.run(args.prompt, **_media(args))
+            return await agent.run(args.prompt, session=session, **_media(args))
         result: RunResult | None = None
         out = sys.stdout
-        async for event in agent.stream(args.prompt, **_media(args)):
+        async for event in agent.stream(args.prompt, session=session, **_media(args)):
             if isinstance(event, TextDeltaEvent) and not args.json:
                 out.write(event.delta)
                 out.flush()
@@ -293,6 +329,82 @@ async def _run(agent: Agent, args: argparse.Namespace) -> RunResult:
         return result
     finally:
         await agent.aclose()
+
+
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+def _content_text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                parts.append(part["text"])
+            elif isinstance(part, dict):
+                parts.append(f"[{part.get('type', 'part')}]")
+            else:
+                parts.append(str(part))
+        return " ".join(parts)
+    return json.dumps(content, ensure_ascii=False)
+
+
+def _message_line(message: dict[str, Any], names: dict[str, str]) -> str:
+    """One line for `sessions show`: role, text and a summary of the tool calls."""
+    role = str(message.get("role"))
+    shown = [_content_text(message.get("content"))]
+    for call in message.get("tool_calls") or []:
+        if not isinstance(call, dict):
+            continue
+        function = call.get("function") or {}
+        name = str(function.get("name"))
+        names[str(call.get("id"))] = name
+        shown.append(f"[calls {name}({_short(str(function.get('arguments') or ''), 120)})]")
+    if role == "tool":
+        role = f"tool {names.get(str(message.get('tool_call_id')), '?')}"
+    return f"{role}: {_short(' '.join(s for s in shown if s), 500)}"
+
+
+def _sessions(args: argparse.Namespace) -> int:
+    from agent.sessions import SQLiteSession, default_sessions_path
+
+    path = default_sessions_path()
+    action = args.action or "list"
+    as_json = getattr(args, "json", False)
+    if action == "list":
+        infos = SQLiteSession.list_sessions(path)
+        if as_json:
+            rows = [
+                {"name": i.id, "messages": i.messages, "updated": _when(i.updated)} for i in infos
+            ]
+            print(json.dumps(rows, ensure_ascii=False, indent=2))
+        elif not infos:
+            print(f"qwenloop: no sessions in {path}", file=sys.stderr)
+        width = max((len(i.id) for i in infos), default=0)
+        for info in [] if as_json else infos:
+            print(f"{info.id:{width}}  {info.messages:>5} messages  updated {_when(info.updated)}")
+        return 0
+    if action == "delete":
+        if not SQLiteSession.delete(path, args.name):
+            print(f"qwenloop: no session named {args.name!r} in {path}", file=sys.stderr)
+            return 1
+        print(f"deleted session {args.name!r}")
+        return 0
+    if all(info.id != args.name for info in SQLiteSession.list_sessions(path)):
+        print(f"qwenloop: no session named {args.name!r} in {path}", file=sys.stderr)
+        return 1
+    messages = asyncio.run(SQLiteSession(path, args.name).load())
+    if as_json:
+        print(json.dumps(messages, ensure_ascii=False, indent=2))
+        return 0
+    names: dict[str, str] = {}
+    for message in messages:
+        print(_message_line(message, names))
+    return 0
 
 
 def _print_tools(as_json: bool) -> None:
@@ -381,6 +493,8 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.command == "models":
             _print_models(args.json)
             return 0
+        if args.command == "sessions":
+            return _sessions(args)
         if args.max_turns < 1:
             raise UserError("--max-turns must be at least 1")
         _check_run_args(args)

@@ -306,3 +306,87 @@ def test_a_reader_that_goes_away_ends_the_cli_quietly(openai_server):
     proc.stderr.close()
     assert proc.wait(timeout=60) == 141
     assert "Traceback" not in err and err == ""
+
+
+def cli(argv):
+    """Run the CLI in-process; argparse's own errors become their exit code."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+def test_run_session_then_sessions_list_show_and_delete(
+    openai_server, tmp_path, capsys, monkeypatch
+):
+    store = tmp_path / "data" / "sessions.db"
+    monkeypatch.setenv("QWENLOOP_SESSIONS", str(store))
+    openai_server.script(
+        tool_call_reply("shout", {"text": "hi"}), text_reply("HI it is."), text_reply("Again.")
+    )
+    tool_spec = f"{write_tool(tmp_path)}:shout"
+    base = ["--base-url", openai_server.url, "--api-key", "k", "--tool", tool_spec]
+    assert cli(["run", "say hi", "--session", "chat", *base]) == 0
+    assert cli(["run", "once more\nplease", "--session", "chat", "--stream", *base]) == 0
+    sent = [m for m in openai_server.requests[2].json["messages"] if m["role"] != "system"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool", "assistant", "user"]
+    capsys.readouterr()
+
+    for argv in (["sessions"], ["sessions", "list"]):
+        assert cli(argv) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("chat      6 messages  updated 20")
+    assert cli(["sessions", "list", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["name"] == "chat" and row["messages"] == 6
+
+    assert cli(["sessions", "show", "chat"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "user: say hi",
+        'assistant: [calls shout({"text": "hi"})]',
+        "tool shout: HI",
+        "assistant: HI it is.",
+        "user: once more please",
+        "assistant: Again.",
+    ]
+    assert cli(["sessions", "show", "chat", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown[4] == {"role": "user", "content": "once more\nplease"}
+
+    assert cli(["sessions", "delete", "chat"]) == 0
+    assert "deleted session 'chat'" in capsys.readouterr().out
+    for argv in (["sessions", "show", "chat"], ["sessions", "delete", "chat"]):
+        assert cli(argv) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "no session named 'chat'" in err and str(store) in err
+    assert cli(["sessions"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and "no sessions in" in captured.err
+
+
+def test_sessions_mistakes_and_a_broken_store(tmp_path, capsys, monkeypatch):
+    store = tmp_path / "sessions.db"
+    monkeypatch.setenv("QWENLOOP_SESSIONS", str(store))
+    usage = [
+        (["sessions", "show"], "name"),
+        (["sessions", "frob"], "invalid choice"),
+        (["run", "x", "--base-url", "http://127.0.0.1:9/v1", "--session", " "], "--session"),
+    ]
+    for argv, expected in usage:
+        assert cli(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert expected in err and err.count("\n") == 1, (argv, err)
+    assert cli(["sessions", "show", "nothing"]) == 1  # no store yet: nothing to show
+    assert not store.exists()
+    capsys.readouterr()
+
+    store.write_bytes(b"not a database" * 200)
+    for argv in (
+        ["sessions"],
+        ["sessions", "show", "x"],
+        ["sessions", "delete", "x"],
+        ["run", "x", "--base-url", "http://127.0.0.1:9/v1", "--session", "x"],
+    ):
+        assert cli(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(store) in err and "Traceback" not in err, err
