@@ -22,14 +22,14 @@ from agent.events import (
 )
 from agent.hooks import ToolCallInfo
 from agent.messages import Interruption, ToolCallRecord
-from agent.state import RunState
+from agent.state import RunProgress
 from agent.streaming import PendingCall
 from agent.tool import ToolRetry, format_tool_output, validation_summary
 
 __all__ = ["dispatch"]
 
 
-async def _execute(state: RunState, call: PendingCall, turn: int) -> ToolCallRecord:
+async def _execute(state: RunProgress, call: PendingCall, turn: int) -> ToolCallRecord:
     """Run one tool call; never raises for the tool's own failures."""
     cfg = state.config
     args: dict[str, Any] | str = (
@@ -88,7 +88,7 @@ async def _execute(state: RunState, call: PendingCall, turn: int) -> ToolCallRec
 
 
 async def dispatch(
-    state: RunState,
+    state: RunProgress,
     calls: list[PendingCall],
     decided: dict[str, str | None] | None = None,
 ) -> AsyncIterator[AgentEvent]:
@@ -136,7 +136,7 @@ async def dispatch(
 
 
 def _triage(
-    state: RunState,
+    state: RunProgress,
     call: PendingCall,
     decided: dict[str, str | None] | None,
     done: dict[str, ToolCallRecord],
@@ -178,7 +178,7 @@ def _triage(
 
 
 async def _run_all(
-    state: RunState, to_run: list[tuple[int, PendingCall]]
+    state: RunProgress, to_run: list[tuple[int, PendingCall]]
 ) -> AsyncIterator[tuple[int, ToolCallRecord]]:
     """Run the calls concurrently (at most `tool_concurrency` at once); yield them as they end."""
     turn = state.turns
@@ -207,7 +207,7 @@ async def _run_all(
 
 
 def _append_results(
-    state: RunState, calls: list[PendingCall], records: list[ToolCallRecord | None]
+    state: RunProgress, calls: list[PendingCall], records: list[ToolCallRecord | None]
 ) -> None:
     """Add the turn's records and tool messages, in the order the model emitted the calls."""
     for call, rec in zip(calls, records, strict=True):

@@ -18,11 +18,11 @@ from agent.execution import dispatch
 from agent.messages import RunResult
 from agent.output import accept_answer, record_turn
 from agent.request import build_request
-from agent.state import RunConfig, RunState
+from agent.state import RunConfig, RunProgress
 from agent.streaming import AssistantTurn
 from agent.turn import model_turn
 
-__all__ = ["RunConfig", "RunState", "run_events"]
+__all__ = ["RunConfig", "RunProgress", "run_events"]
 
 
 async def run_events(
@@ -40,9 +40,9 @@ async def run_events(
     run so far as `error.result`.
     """
     if resume is None:
-        state = RunState(config, messages, checkpointed=saved)
+        state = RunProgress(config, messages, checkpointed=saved)
     else:
-        state = RunState.restore(config, resume.saved)
+        state = RunProgress.restore(config, resume.saved)
     hooks = config.hooks
     ended = False
     yield RunStartEvent(config.model.model_name, config.search_mode)
@@ -84,13 +84,13 @@ async def run_events(
         raise
 
 
-async def _end(state: RunState) -> RunResult:
+async def _end(state: RunProgress) -> RunResult:
     result = state.result()
     await state.config.hooks.run_end(state.ctx, result, None)
     return result
 
 
-async def _checkpoint(state: RunState) -> None:
+async def _checkpoint(state: RunProgress) -> None:
     """Hand the messages of the turn just completed to the session, if there is one."""
     if state.config.checkpoint is not None:
         new = state.uncheckpointed()

@@ -14,7 +14,7 @@ from agent.errors import (
 )
 from agent.events import TurnEndEvent
 from agent.messages import TurnUsage
-from agent.state import RunState
+from agent.state import RunProgress
 from agent.streaming import AssistantTurn
 from agent.tool import validation_summary
 
@@ -23,7 +23,7 @@ __all__ = ["accept_answer", "record_turn"]
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 
 
-def _check_output(state: RunState, assistant: AssistantTurn) -> bool:
+def _check_output(state: RunProgress, assistant: AssistantTurn) -> bool:
     """Validate structured output; on failure ask again (bounded). True when the run may end."""
     cfg = state.config
     assert cfg.output_type is not None
@@ -52,7 +52,7 @@ def _check_output(state: RunState, assistant: AssistantTurn) -> bool:
         return False
 
 
-def _check_limits(state: RunState) -> None:
+def _check_limits(state: RunProgress) -> None:
     cfg = state.config
     if cfg.max_total_tokens is not None and state.usage.total_tokens > cfg.max_total_tokens:
         raise UsageLimitExceeded(
@@ -71,7 +71,7 @@ def _check_limits(state: RunState) -> None:
         )
 
 
-def _check_truncation(state: RunState, assistant: AssistantTurn) -> None:
+def _check_truncation(state: RunProgress, assistant: AssistantTurn) -> None:
     """Handle a reply cut by the token limit: never run its calls; accept its text if allowed."""
     if not assistant.calls and state.config.accept_truncated:
         state.truncated = True
@@ -88,7 +88,7 @@ def _check_truncation(state: RunState, assistant: AssistantTurn) -> None:
     )
 
 
-def record_turn(state: RunState, assistant: AssistantTurn) -> TurnEndEvent:
+def record_turn(state: RunProgress, assistant: AssistantTurn) -> TurnEndEvent:
     """Add a finished turn to the run: its message, usage and cost; then check the budgets.
 
     Raises:
@@ -112,7 +112,7 @@ def record_turn(state: RunState, assistant: AssistantTurn) -> TurnEndEvent:
     )
 
 
-def accept_answer(state: RunState, assistant: AssistantTurn) -> bool:
+def accept_answer(state: RunProgress, assistant: AssistantTurn) -> bool:
     """Decide whether a reply without tool calls ends the run; if not, ask the model again.
 
     Raises:

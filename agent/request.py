@@ -18,7 +18,7 @@ from agent.errors import UserError
 from agent.models.base import ModelRequest
 from agent.models.profile import ModelProfile
 from agent.settings import ModelSettings
-from agent.state import RunState
+from agent.state import RunProgress
 
 __all__ = ["RunPlan", "build_request", "plan_run"]
 
@@ -155,7 +155,7 @@ def check_settings(profile: ModelProfile, settings: ModelSettings, tool_names: l
         )
 
 
-async def build_request(state: RunState) -> ModelRequest:
+async def build_request(state: RunProgress) -> ModelRequest:
     """The request for the turn about to start."""
     cfg = state.config
     messages = state.messages

@@ -1,4 +1,4 @@
-"""What a run is given (`RunConfig`) and what it accumulates (`RunState`)."""
+"""What a run is given (`RunConfig`) and what it accumulates (`RunProgress`)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from agent.settings import ModelSettings
 from agent.streaming import MAX_ARGUMENT_CHARS
 from agent.tool import ToolRegistry
 
-__all__ = ["RunConfig", "RunState"]
+__all__ = ["RunConfig", "RunProgress"]
 
 
 @dataclass(slots=True)
@@ -95,7 +95,7 @@ class RunConfig:
 
 
 @dataclass(slots=True)
-class RunState:
+class RunProgress:
     """What a run has accumulated; turned into a RunResult at the end or on failure."""
 
     config: RunConfig
@@ -197,7 +197,7 @@ class RunState:
         )
 
     @classmethod
-    def restore(cls, config: RunConfig, saved: SavedRun) -> RunState:
+    def restore(cls, config: RunConfig, saved: SavedRun) -> RunProgress:
         """Continue a run from what `saved` kept."""
         records = list(saved.records)
         state = cls(

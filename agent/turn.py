@@ -10,9 +10,11 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from agent.errors import ModelError
 from agent.events import AgentEvent, ReasoningDeltaEvent, TextDeltaEvent
+from agent.hooks import ModelReply
 from agent.models.base import ModelRequest, ResponseMeta
-from agent.state import RunConfig, RunState
+from agent.state import RunConfig, RunProgress
 from agent.streaming import (
     AssistantTurn,
     PendingCall,
@@ -37,7 +39,7 @@ def _repeats(call: ParsedCall, natives: list[PendingCall]) -> bool:
     return any(n.name == call.name and n.arguments == call.arguments for n in natives)
 
 
-def _text_calls(state: RunState, turn: AssistantTurn) -> AssistantTurn:
+def _text_calls(state: RunProgress, turn: AssistantTurn) -> AssistantTurn:
     """Read tool calls the model wrote as text, when the agent is set to.
 
     They run after the reply's native calls, each with a fresh id; a text call repeating a
@@ -102,29 +104,61 @@ class _ShownText:
 
 
 async def model_turn(
-    state: RunState, request: ModelRequest, stream: bool
+    state: RunProgress, request: ModelRequest, stream: bool
 ) -> AsyncIterator[AgentEvent | AssistantTurn]:
-    """Call the model once; yield deltas, and last the assembled, cleaned-up turn."""
+    """Call the model once; yield deltas, and last the assembled, cleaned-up turn.
+
+    The model hooks run around it: `on_model_request` before, `on_model_response` with the
+    assembled reply, `on_model_error` when the call fails.
+    """
+    hooks = state.config.hooks
+    if hooks:
+        await hooks.call("on_model_request", state.ctx, request)
+    seen: dict[str, str] = {}  # the reply's own model name and id, as the provider gave them
+    try:
+        replies = _streamed(state, request, seen) if stream else _whole(state, request, seen)
+        async for item in replies:
+            if hooks and isinstance(item, AssistantTurn):
+                reply = ModelReply(
+                    item.message, item.usage, item.finish_reason, seen.get("model"), seen.get("id")
+                )
+                await hooks.call("on_model_response", state.ctx, reply)
+            yield item
+    except ModelError as exc:
+        if hooks:
+            await hooks.call("on_model_error", state.ctx, exc)
+        raise
+
+
+async def _whole(
+    state: RunProgress, request: ModelRequest, seen: dict[str, str]
+) -> AsyncIterator[AgentEvent | AssistantTurn]:
     turn = state.turns
-    model = state.config.model
-    if not stream:
-        response = await model.complete(request)
-        if response.meta.balance is not None:
-            state.balance = response.meta.balance
-        assistant = _text_calls(
-            state,
-            parse_completion(response.body, max_argument_chars=state.config.max_argument_chars),
-        )
-        if assistant.reasoning:
-            yield ReasoningDeltaEvent(assistant.reasoning, turn)
-        if assistant.content and not assistant.calls:
-            yield TextDeltaEvent(assistant.content, turn)
-        yield assistant
-        return
+    response = await state.config.model.complete(request)
+    if response.meta.balance is not None:
+        state.balance = response.meta.balance
+    _note_identity(response.body, seen)
+    assistant = _text_calls(
+        state,
+        parse_completion(response.body, max_argument_chars=state.config.max_argument_chars),
+    )
+    if assistant.reasoning:
+        yield ReasoningDeltaEvent(assistant.reasoning, turn)
+    if assistant.content and not assistant.calls:
+        yield TextDeltaEvent(assistant.content, turn)
+    yield assistant
+
+
+async def _streamed(
+    state: RunProgress, request: ModelRequest, seen: dict[str, str]
+) -> AsyncIterator[AgentEvent | AssistantTurn]:
+    turn = state.turns
     meta = ResponseMeta()
     assembler = StreamAssembler(max_argument_chars=state.config.max_argument_chars)
     shown = _ShownText(state.config)
-    async for chunk in model.stream(request, meta):
+    async for chunk in state.config.model.stream(request, meta):
+        if not seen:
+            _note_identity(chunk, seen)
         text, reasoning = assembler.feed(chunk)
         if reasoning:
             yield ReasoningDeltaEvent(reasoning, turn)
@@ -138,3 +172,10 @@ async def model_turn(
     if rest:
         yield TextDeltaEvent(rest, turn)
     yield assistant
+
+
+def _note_identity(body: dict[str, Any], seen: dict[str, str]) -> None:
+    for key in ("model", "id"):
+        value = body.get(key)
+        if isinstance(value, str) and value:
+            seen[key] = value
