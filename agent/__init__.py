@@ -48,6 +48,7 @@ from agent.prompts import Template
 from agent.sessions import Session, SQLiteSession
 from agent.settings import ModelSettings, SearchOptions
 from agent.tool import Tool, ToolRegistry, ToolRetry, tool
+from agent.tracing import LogHooks, OpenTelemetryHooks
 
 __version__ = "0.1.0"
 
@@ -61,6 +62,7 @@ __all__ = [
     "ConfigError",
     "HookError",
     "Interruption",
+    "LogHooks",
     "LoopGuardEvent",
     "MaxTurnsExceeded",
     "ModelAPIError",
@@ -72,6 +74,7 @@ __all__ = [
     "ModelReply",
     "ModelSettings",
     "ModelStreamError",
+    "OpenTelemetryHooks",
     "OutputValidationError",
     "Price",
     "PromptRenderError",

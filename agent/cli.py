@@ -15,20 +15,20 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from agent.agent import Agent
 from agent.errors import AgentError, UserError
 from agent.events import (
+    AgentEvent,
     LoopGuardEvent,
-    ReasoningDeltaEvent,
     RunEndEvent,
     TextDeltaEvent,
     ToolCallFinishedEvent,
 )
-from agent.messages import RunResult
+from agent.messages import Interruption, RunResult
 from agent.models.profile import Price
 from agent.providers import PROVIDERS
 from agent.secrets import scrub_surrogates
@@ -113,6 +113,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-total-tokens", type=int, help="stop a run past this many tokens")
     run.add_argument("--max-cost", type=float, help="stop a run past this cost in CNY")
     run.add_argument("--stream", action="store_true", help="print text as it arrives")
+    approval = run.add_mutually_exclusive_group()
+    approval.add_argument(
+        "--approve-all", action="store_true", help="run every tool call that needs approval"
+    )
+    approval.add_argument(
+        "--deny-all", action="store_true", help="refuse every tool call that needs approval"
+    )
     run.add_argument("--json", action="store_true", help="print the result as one JSON object")
     run.add_argument(
         "--session",
@@ -304,31 +311,70 @@ def _session(args: argparse.Namespace) -> Session | None:
 async def _run(agent: Agent, args: argparse.Namespace) -> RunResult:
     try:
         session = _session(args)
-        if not args.stream:
-            return await agent.run(args.prompt, session=session, **_media(args))
-        result: RunResult | None = None
-        out = sys.stdout
-        async for event in agent.stream(args.prompt, session=session, **_media(args)):
-            if isinstance(event, TextDeltaEvent) and not args.json:
-                out.write(event.delta)
-                out.flush()
-            elif isinstance(event, ReasoningDeltaEvent):
-                continue
-            elif isinstance(event, ToolCallFinishedEvent) and not args.json:
-                rec = event.record
-                shown = f"error: {rec.error}" if rec.error else rec.result
-                arguments = json.dumps(rec.arguments, ensure_ascii=False)
-                out.write(f"[tool] {rec.name}({arguments}) -> {_short(shown)}\n")
-            elif isinstance(event, LoopGuardEvent) and not args.json:
-                out.write(f"[guard] {event.name} repeated; asking for an answer without tools\n")
-            elif isinstance(event, RunEndEvent):
-                result = event.result
-        assert result is not None
-        if not args.json:
-            out.write("\n")
+        media = _media(args)
+        if args.stream:
+            result = await _print_stream(agent.stream(args.prompt, session=session, **media), args)
+        else:
+            result = await agent.run(args.prompt, session=session, **media)
+        while result.interruptions and (state := result.state) is not None:
+            approve, reject = await _decide(result.interruptions, args)
+            if args.stream:
+                events = agent.resume_stream(state, approve=approve, reject=reject, session=session)
+                result = await _print_stream(events, args)
+            else:
+                result = await agent.resume(state, approve=approve, reject=reject, session=session)
         return result
     finally:
         await agent.aclose()
+
+
+async def _print_stream(events: AsyncIterator[AgentEvent], args: argparse.Namespace) -> RunResult:
+    result: RunResult | None = None
+    out = sys.stdout
+    async for event in events:
+        if isinstance(event, TextDeltaEvent) and not args.json:
+            out.write(event.delta)
+            out.flush()
+        elif isinstance(event, ToolCallFinishedEvent) and not args.json:
+            rec = event.record
+            shown = f"error: {rec.error}" if rec.error else rec.result
+            arguments = json.dumps(rec.arguments, ensure_ascii=False)
+            out.write(f"[tool] {rec.name}({arguments}) -> {_short(shown)}\n")
+        elif isinstance(event, LoopGuardEvent) and not args.json:
+            out.write(f"[guard] {event.name} repeated; asking for an answer without tools\n")
+        elif isinstance(event, RunEndEvent):
+            result = event.result
+    assert result is not None
+    if not args.json and not result.interruptions:
+        out.write("\n")
+    return result
+
+
+async def _decide(
+    waiting: list[Interruption], args: argparse.Namespace
+) -> tuple[list[str], dict[str, str]]:
+    """Ask on the terminal whether each waiting call may run, or follow --approve/deny-all."""
+    ids = [call.id for call in waiting]
+    if args.approve_all:
+        return ids, {}
+    if args.deny_all:
+        return [], {i: "the user denied it (--deny-all)" for i in ids}
+    names = ", ".join(call.name for call in waiting)
+    if sys.stdin is None or not sys.stdin.isatty():
+        raise UserError(
+            f"{names} needs approval and there is no terminal to ask on: "
+            "pass --approve-all or --deny-all"
+        )
+    approve: list[str] = []
+    reject: dict[str, str] = {}
+    for call in waiting:
+        arguments = _short(json.dumps(call.arguments, ensure_ascii=False))
+        answer = await asyncio.to_thread(input, f"Run {call.name}({arguments})? [y/N] ")
+        if answer.strip().lower() in ("y", "yes"):
+            approve.append(call.id)
+        else:
+            reject[call.id] = "the user said no"
+    return approve, reject
 
 
 def _when(timestamp: float) -> str:

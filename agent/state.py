@@ -121,6 +121,7 @@ class RunProgress:
     checkpointed: int = 0
     interruptions: list[Interruption] = field(default_factory=list)
     held: list[ToolCallRecord] = field(default_factory=list)
+    ended: bool = False
     ctx: RunContext = field(default_factory=lambda: RunContext("", ""))
 
     def __post_init__(self) -> None:

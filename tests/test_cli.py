@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 from agent.cli import main
 from agent.testing import (
@@ -390,3 +393,85 @@ def test_sessions_mistakes_and_a_broken_store(tmp_path, capsys, monkeypatch):
         assert cli(argv) == 1, argv
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and str(store) in err and "Traceback" not in err, err
+
+
+def write_approval_tool(tmp_path):
+    path = tmp_path / "banktools.py"
+    path.write_text(
+        textwrap.dedent(
+            '''
+            from agent import tool
+
+            @tool(needs_approval=True)
+            def transfer(to: str, amount: int) -> str:
+                """Move money."""
+                return f"moved {amount} to {to}"
+            '''
+        )
+    )
+    return f"{path}:transfer"
+
+
+def approval_run(openai_server, spec, *flags):
+    return main(
+        [
+            "run",
+            "pay bob",
+            "--base-url",
+            openai_server.url,
+            "--api-key",
+            "k",
+            "--tool",
+            spec,
+            *flags,
+        ]
+    )
+
+
+def test_a_call_that_needs_approval_without_a_terminal(openai_server, tmp_path, capsys):
+    spec = write_approval_tool(tmp_path)
+    openai_server.script(tool_call_reply("transfer", {"to": "bob", "amount": 5}))
+    assert approval_run(openai_server, spec) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "transfer needs approval" in err and "--approve-all or --deny-all" in err
+    assert len(openai_server.requests) == 1
+
+
+def test_approve_all_and_deny_all(openai_server, tmp_path, capsys):
+    spec = write_approval_tool(tmp_path)
+    openai_server.script(
+        tool_call_reply("transfer", {"to": "bob", "amount": 5}),
+        text_reply("Moved 5 to bob."),
+        tool_call_reply("transfer", {"to": "bob", "amount": 5}),
+        text_reply("I was not allowed to."),
+    )
+    assert approval_run(openai_server, spec, "--approve-all", "--json") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["tool_calls"][0]["result"] == "moved 5 to bob"
+    assert approval_run(openai_server, spec, "--deny-all", "--stream") == 0
+    assert "I was not allowed to." in capsys.readouterr().out
+    assert openai_server.requests[3].json["messages"][-1]["content"] == (
+        "Error: the user rejected this call: the user denied it (--deny-all)"
+    )
+    with pytest.raises(SystemExit) as info:
+        approval_run(openai_server, spec, "--deny-all", "--approve-all")
+    assert info.value.code == 2
+
+
+def test_the_terminal_is_asked(openai_server, tmp_path, capsys, monkeypatch):
+    spec = write_approval_tool(tmp_path)
+    openai_server.script(
+        tool_call_reply("transfer", {"to": "bob", "amount": 5}), text_reply("Done.")
+    )
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stdin", Terminal("y\n"))
+    asked: list[str] = []
+    monkeypatch.setattr("builtins.input", lambda prompt: asked.append(prompt) or "y")
+    assert approval_run(openai_server, spec) == 0
+    assert asked == ['Run transfer({"to": "bob", "amount": 5})? [y/N] ']
+    assert "Done." in capsys.readouterr().out

@@ -14,6 +14,7 @@ import email.utils
 import importlib
 import importlib.util
 import json
+import logging
 import random
 import time
 import weakref
@@ -38,6 +39,8 @@ from agent.models.base import ModelRequest, ModelResponse, ResponseMeta
 from agent.secrets import redact, scrub_surrogates
 
 __all__ = ["OpenAIChatModel", "RetryPolicy"]
+
+log = logging.getLogger("qwenloop")
 
 _KEPT_HEADERS = ("x-account-balance", "x-request-id", "x-dashscope-request-id", "retry-after")
 
@@ -387,9 +390,37 @@ class OpenAIChatModel:
 
     async def _retrying(self, attempt: int, failure: _Failure) -> None:
         """Wait before retry number `attempt`, or raise the failure's error when done."""
-        if not failure.retryable or attempt > self.retry.max_retries:
+        retries = self.retry.max_retries
+        if not failure.retryable or attempt > retries:
+            if failure.retryable and retries and log.isEnabledFor(logging.WARNING):
+                log.warning(
+                    "%s request failed %d times (%s); giving up: %s",
+                    self.provider, attempt, self._kind_of(failure), self._detail(failure),
+                )  # fmt: skip
             raise failure.error
-        await asyncio.sleep(self.retry.delay(attempt, failure.retry_after))
+        wait = self.retry.delay(attempt, failure.retry_after)
+        if log.isEnabledFor(logging.WARNING):
+            log.warning(
+                "%s request failed (%s); retry %d of %d in %.2f s: %s",
+                self.provider, self._kind_of(failure), attempt, retries, wait,
+                self._detail(failure),
+            )  # fmt: skip
+        await asyncio.sleep(wait)
+
+    @staticmethod
+    def _kind_of(failure: _Failure) -> str:
+        error = failure.error
+        status = getattr(error, "status_code", None)
+        if isinstance(error, ModelStreamError):
+            return "broken stream" if status is None else f"broken stream, status {status}"
+        if isinstance(error, ModelConnectionError):
+            return "connection failure"
+        return type(error).__name__ if status is None else f"status {status}"
+
+    def _detail(self, failure: _Failure, limit: int = 300) -> str:
+        """The error's message for a log line: provider text may echo the key, so redacted."""
+        text = redact(str(failure.error), self._secret)
+        return text if len(text) <= limit else text[:limit] + "…"
 
     @staticmethod
     def _meta(response: Any) -> ResponseMeta:
