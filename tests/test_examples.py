@@ -341,8 +341,54 @@ def test_streaming_chat_quits_on_command(server: ScriptedServer) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["weather_bot", "search_bot", "embed_in_program", "streaming_chat"]
+    "name", ["weather_bot", "search_bot", "embed_in_program", "streaming_chat", "assistant_bot"]
 )
 def test_example_docstring_says_how_to_run(name: str) -> None:
     doc = ast.get_docstring(ast.parse((EXAMPLES / f"{name}.py").read_text(encoding="utf-8")))
     assert doc and re.search(rf"DASHSCOPE_API_KEY=\S+ python examples/{name}\.py", doc)
+
+
+# --- assistant_bot.py ---
+
+
+def test_assistant_bot_asks_before_it_books_and_remembers(
+    server: ScriptedServer, tmp_path: Path
+) -> None:
+    db = str(tmp_path / "assistant.db")
+    booking = {"room": "Bamboo", "start": "2026-12-01 10:00", "hours": 1}
+    server.script(
+        tool_call_reply("free_rooms", {"people": 6}),
+        tool_call_reply("book_room", booking),
+        text_reply("Booked Bamboo at 10:00."),
+        tool_call_reply("book_room", {**booking, "room": "Pine"}),
+        text_reply("Understood, I did not book Pine."),
+    )
+    first = run_example(
+        "assistant_bot.py",
+        "--user",
+        "ada",
+        "--db",
+        db,
+        env=example_env(server),
+        stdin="Book a room for 6 tomorrow at 10\ny\n",
+    )
+    assert "[approve?] book_room" in first.stdout
+    assert "  [tool] book_room -> booked Bamboo from 2026-12-01 10:00 for 1.0 h" in first.stdout
+    assert "bot> Booked Bamboo at 10:00." in first.stdout
+    # A new process continues the conversation; a "no" goes back to the model.
+    second = run_example(
+        "assistant_bot.py",
+        "--user",
+        "ada",
+        "--db",
+        db,
+        env=example_env(server),
+        stdin="Also Pine\nn\n",
+    )
+    assert "bot> Understood, I did not book Pine." in second.stdout
+    fourth = server.requests[3].json["messages"]
+    assert [m["role"] for m in fourth] == [
+        "system", "user", "assistant", "tool", "assistant", "tool", "assistant", "user"
+    ]  # fmt: skip
+    last = server.requests[4].json["messages"][-1]
+    assert last["content"] == "Error: the user rejected this call: the user declined"

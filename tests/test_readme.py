@@ -43,7 +43,8 @@ def test_readme_has_python_blocks():
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_block_runs(index, monkeypatch, capsys):
+def test_readme_block_runs(index, monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)  # blocks may write files (a session's database)
     with ScriptedServer() as server:
         server.respond_with(respond)
         monkeypatch.setenv("QWENLOOP_BASE_URL", server.url)
