@@ -17,7 +17,7 @@ from agent.events import AgentEvent, RunEndEvent
 from agent.hooks import HookRunner, RunHooks
 from agent.loop import RunConfig, run_events
 from agent.messages import RunResult, RunState, Usage
-from agent.models.base import ChatModel
+from agent.models.base import ChatModel, RequestGate
 from agent.models.profile import ModelProfile, Price, resolve_profile
 from agent.providers import ResolvedEndpoint, resolve_endpoint
 from agent.request import plan_run
@@ -96,6 +96,8 @@ class Agent:
         history_processor: Called with the messages and the token budget when a request
             does not fit (sync or async); returns the messages to send, e.g. with old turns
             summarised. Without one, the oldest turns are left out.
+        rate_limiter: Paces every request (retries included) with other agents sharing the
+            account's limits (an `agent.ratelimit.RateLimiter`; batches make one).
     """
 
     def __init__(
@@ -136,6 +138,7 @@ class Agent:
         trace_content: bool = False,
         context_tokens: int | None = None,
         history_processor: Callable[..., Any] | None = None,
+        rate_limiter: RequestGate | None = None,
     ) -> None:
         if max_turns < 1:
             raise UserError(f"max_turns must be at least 1, got {max_turns}")
@@ -174,7 +177,14 @@ class Agent:
                 provider, base_url=base_url, api_key=api_key, model=model
             )
             self.model = _make_model(
-                self.endpoint, retries, timeout, model_path, max_connections, transport, headers
+                self.endpoint,
+                retries,
+                timeout,
+                model_path,
+                max_connections,
+                transport,
+                headers,
+                rate_limiter,
             )
         overrides = dict(profile or {})
         if price is not None:
@@ -651,6 +661,7 @@ def _make_model(
     max_connections: int,
     transport: str,
     headers: dict[str, str] | None,
+    gate: RequestGate | None,
 ) -> ChatModel:
     if endpoint.provider.backend == "embedded":
         try:
@@ -672,6 +683,7 @@ def _make_model(
         max_connections=max_connections,
         transport=transport,
         default_headers=headers,
+        gate=gate,
     )
 
 

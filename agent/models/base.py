@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["ChatModel", "ModelRequest", "ModelResponse", "ResponseMeta"]
+__all__ = ["ChatModel", "ModelRequest", "ModelResponse", "RequestGate", "ResponseMeta"]
 
 
 @dataclass(slots=True)
@@ -84,4 +84,25 @@ class ChatModel(Protocol):
 
     async def aclose(self) -> None:
         """Release connections or weights."""
+        ...
+
+
+@runtime_checkable
+class RequestGate(Protocol):
+    """Paces the requests of many runs that share one account's limits (see `agent.ratelimit`).
+
+    A backend calls `acquire` before every HTTP attempt (retries included), `rate_limited` when
+    the provider answers 429, and `used` with the tokens a reply consumed once it knows them.
+    """
+
+    async def acquire(self, tokens: int) -> None:
+        """Wait until a request estimated at `tokens` tokens may go out."""
+        ...
+
+    def rate_limited(self, retry_after: float | None) -> None:
+        """The provider refused a request (429): slow every request down."""
+        ...
+
+    def used(self, tokens: int) -> None:
+        """A reply consumed `tokens` tokens (prompt and completion) in all."""
         ...

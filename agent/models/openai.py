@@ -35,7 +35,7 @@ from agent.errors import (
     RateLimitError,
     ServerError,
 )
-from agent.models.base import ModelRequest, ModelResponse, ResponseMeta
+from agent.models.base import ModelRequest, ModelResponse, RequestGate, ResponseMeta
 from agent.secrets import redact, scrub_surrogates
 
 __all__ = ["OpenAIChatModel", "RetryPolicy"]
@@ -210,6 +210,8 @@ class OpenAIChatModel:
         transport: "aiohttp" (about twice the requests per second of the SDK's default at 50
             in flight, and half the CPU per request; needs `qwenloop[fast]`), "httpx" (the
             SDK's default), or "auto": aiohttp where it is installed.
+        gate: Paces every request (retries included) with others sharing the account's
+            limits, e.g. an `agent.ratelimit.RateLimiter`.
     """
 
     def __init__(
@@ -227,6 +229,7 @@ class OpenAIChatModel:
         max_response_bytes: int = 32 * 1024 * 1024,
         max_connections: int = 256,
         transport: str = "auto",
+        gate: RequestGate | None = None,
     ) -> None:
         if transport not in ("auto", "aiohttp", "httpx"):
             raise ConfigError(f"transport must be 'auto', 'aiohttp' or 'httpx', not {transport!r}")
@@ -236,6 +239,7 @@ class OpenAIChatModel:
         if self.transport == "auto":
             self.transport = "httpx"
         self.model_name = model
+        self.gate = gate
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
         self._secret = api_key
