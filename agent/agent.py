@@ -207,6 +207,18 @@ class Agent:
         self.search_mode = self._apply_search(search, search_fetch)
 
     @property
+    def rate_limiter(self) -> RequestGate | None:
+        """The gate pacing this agent's requests, if any (remote endpoints only)."""
+        gate: RequestGate | None = getattr(self.model, "gate", None)
+        return gate
+
+    @rate_limiter.setter
+    def rate_limiter(self, gate: RequestGate | None) -> None:
+        if not hasattr(self.model, "gate"):
+            raise UserError(f"the {self.model.provider} backend takes no rate limiter")
+        self.model.gate = gate  # type: ignore[attr-defined]
+
+    @property
     def provider(self) -> str:
         """The provider preset in force ("custom" for a bare base URL)."""
         return self.model.provider
