@@ -216,7 +216,7 @@ class Agent:
     def rate_limiter(self, gate: RequestGate | None) -> None:
         if not hasattr(self.model, "gate"):
             raise UserError(f"the {self.model.provider} backend takes no rate limiter")
-        self.model.gate = gate  # type: ignore[attr-defined]
+        self.model.gate = gate
 
     @property
     def provider(self) -> str:
