@@ -1,4 +1,6 @@
-"""The `qwenloop` command line: `run`, `sessions`, `tools` and `models`; no logic the API lacks.
+"""The `qwenloop` command line: `run`, `sessions`, `tools`, `models` and `mcp-serve`.
+
+No logic here that the API lacks.
 
 Exit codes: 0 success, 1 a failed run, 2 a usage mistake (one line on stderr naming the fix).
 """
@@ -61,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
         help="a Python function to offer as a tool (repeatable)",
     )
     run.add_argument("--tools", default="", help="built-in tools by name, comma-separated")
+    _mcp_arguments(run)
     run.add_argument("--system", help="the system prompt text")
     run.add_argument("--system-template", metavar="NAME_OR_PATH", help="a Jinja2 system template")
     run.add_argument(
@@ -129,9 +132,74 @@ def _parser() -> argparse.ArgumentParser:
     _sessions_parser(sub)
     tools_cmd = sub.add_parser("tools", help="list the built-in tools and their schemas")
     tools_cmd.add_argument("--json", action="store_true")
+    _mcp_arguments(tools_cmd)
+    serve_cmd = sub.add_parser(
+        "mcp-serve",
+        help="serve tools to other MCP clients",
+        description="Serve built-in and your own tools as an MCP server, over stdio (the "
+        "default) or Streamable HTTP at http://127.0.0.1:PORT/mcp.",
+    )
+    serve_cmd.add_argument("--tools", default="", help="built-in tools by name, comma-separated")
+    serve_cmd.add_argument(
+        "--tool",
+        action="append",
+        default=[],
+        metavar="FILE.py:FUNCTION",
+        help="a Python function to serve as a tool (repeatable)",
+    )
+    serve_cmd.add_argument("--http", action="store_true", help="serve Streamable HTTP, not stdio")
+    serve_cmd.add_argument("--port", type=int, default=8000, help="the HTTP port (default 8000)")
     models_cmd = sub.add_parser("models", help="list the model catalogue")
     models_cmd.add_argument("--json", action="store_true")
     return parser
+
+
+def _mcp_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--mcp",
+        action="append",
+        default=[],
+        metavar='"COMMAND ARGS"',
+        help="an MCP server to start and offer the tools of, e.g. "
+        '"python -m mcp_server_time" (repeatable)',
+    )
+    cmd.add_argument(
+        "--mcp-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a Streamable HTTP MCP server's endpoint (repeatable)",
+    )
+
+
+def _mcp_servers(args: argparse.Namespace) -> list[Any]:
+    if not args.mcp and not args.mcp_url:
+        return []
+    import shlex
+
+    from agent.mcp import MCPServerHTTP, MCPServerStdio
+
+    servers: list[Any] = []
+    for line in args.mcp:
+        argv = shlex.split(line)
+        if not argv:
+            raise UserError(
+                '--mcp: give the server\'s command line, e.g. "python -m mcp_server_time"'
+            )
+        servers.append(MCPServerStdio(argv[0], argv[1:]))
+    servers += [MCPServerHTTP(url) for url in args.mcp_url]
+    return servers
+
+
+async def _mcp_tools(servers: list[Any]) -> list[Tool]:
+    tools: list[Tool] = []
+    try:
+        for server in servers:
+            tools += await server.list_tools()
+    finally:
+        for server in servers:
+            await server.aclose()
+    return tools
 
 
 def _sessions_parser(sub: Any) -> None:
@@ -198,6 +266,7 @@ def _variables(pairs: Sequence[str]) -> dict[str, str]:
 def _build_agent(args: argparse.Namespace) -> Agent:
     tools: list[Any] = [_load_tool(s) for s in args.tool]
     tools += [n.strip() for n in args.tools.split(",") if n.strip()]
+    tools += _mcp_servers(args)
     instructions: Any = args.system
     if args.system_template:
         from agent.prompts import Template
@@ -453,10 +522,13 @@ def _sessions(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_tools(as_json: bool) -> None:
+def _print_tools(as_json: bool, servers: list[Any]) -> None:
     from agent.tool_plugins import available_tools, load_tool
 
-    installed = {name: load_tool(name) for name in available_tools()}
+    if servers:  # only the servers' tools
+        installed = {t.name: t for t in asyncio.run(_mcp_tools(servers))}
+    else:
+        installed = {name: load_tool(name) for name in available_tools()}
     if as_json:
         print(json.dumps([t.openai_schema() for t in installed.values()], indent=2))
         return
@@ -534,13 +606,19 @@ def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "tools":
-            _print_tools(args.json)
+            _print_tools(args.json, _mcp_servers(args))
             return 0
         if args.command == "models":
             _print_models(args.json)
             return 0
         if args.command == "sessions":
             return _sessions(args)
+        if args.command == "mcp-serve":
+            from agent.mcp_serve import run_mcp_serve
+
+            return run_mcp_serve(
+                args.tools, args.tool, args.http, args.port, load_file_tool=_load_tool
+            )
         if args.max_turns < 1:
             raise UserError("--max-turns must be at least 1")
         _check_run_args(args)
