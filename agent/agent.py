@@ -241,8 +241,12 @@ class Agent:
                     self.tools.add(load_tool(name))
         return mode
 
-    def _system_prompt(self, registry: ToolRegistry) -> Callable[[], str | None] | None:
+    def _system_prompt(
+        self, registry: ToolRegistry, variables: Mapping[str, Any] | None = None
+    ) -> Callable[[], str | None] | None:
         instructions = self.instructions
+        if variables and getattr(instructions, "render_system", None) is None:
+            raise UserError("variables= needs a Template as the agent's instructions")
         if instructions is None:
             return None
         if isinstance(instructions, str):
@@ -261,6 +265,7 @@ class Agent:
                 tools=list(registry),
                 search_mode=agent.search_mode,
                 model=agent.model.model_name,
+                variables=variables,
             )
             return result
 
@@ -273,6 +278,7 @@ class Agent:
         output_type: type[BaseModel] | None,
         stream: bool,
         registry: ToolRegistry | None = None,
+        variables: Mapping[str, Any] | None = None,
     ) -> RunConfig:
         registry = self.tools if registry is None else registry
         merged = self.settings.merge(settings_from(settings)) if settings else self.settings
@@ -289,7 +295,7 @@ class Agent:
             registry=registry,
             settings=plan.settings,
             max_turns=max_turns or self.max_turns,
-            system_prompt=self._system_prompt(registry),
+            system_prompt=self._system_prompt(registry, variables),
             search_mode=self.search_mode,
             tool_concurrency=self.tool_concurrency,
             text_tool_calls=self.text_tool_calls,
@@ -327,7 +333,12 @@ class Agent:
     ) -> AsyncIterator[AgentEvent]:
         registry = await registry_for_run(self.tools, self.toolsets)
         config = self._config(
-            options["settings"], options["max_turns"], options["output_type"], stream, registry
+            options["settings"],
+            options["max_turns"],
+            options["output_type"],
+            stream,
+            registry,
+            options["variables"],
         )
         # Prompt templates render before any request, so their errors come first.
         if config.system_prompt is not None:
@@ -384,6 +395,7 @@ class Agent:
         images: Sequence[str | Path] = (),
         video: str | Path | Sequence[str | Path] | None = None,
         session: Session | None = None,
+        variables: Mapping[str, Any] | None = None,
     ) -> RunResult:
         """Run the agent until the model answers without calling a tool.
 
@@ -404,6 +416,8 @@ class Agent:
             video: A video URL, or a list of frame images, to send with the prompt.
             session: Continue this session's conversation and keep each completed turn in it
                 (instead of `history`); one run at a time per session.
+            variables: Template variables for this run's system prompt (with a `Template` as
+                instructions), over the template's own.
 
         Returns:
             The run's result.
@@ -421,6 +435,7 @@ class Agent:
             "images": images,
             "video": video,
             "session": session,
+            "variables": variables,
         }
         async for event in self._events(input, False, options):
             if isinstance(event, RunEndEvent):
@@ -439,6 +454,7 @@ class Agent:
         images: Sequence[str | Path] = (),
         video: str | Path | Sequence[str | Path] | None = None,
         session: Session | None = None,
+        variables: Mapping[str, Any] | None = None,
     ) -> RunResult:
         """Run the agent from synchronous code; same arguments and result as `run`.
 
@@ -458,6 +474,7 @@ class Agent:
                     images=images,
                     video=video,
                     session=session,
+                    variables=variables,
                 )
             finally:
                 await self._close_connections()
@@ -475,6 +492,7 @@ class Agent:
         images: Sequence[str | Path] = (),
         video: str | Path | Sequence[str | Path] | None = None,
         session: Session | None = None,
+        variables: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[AgentEvent]:
         """Run the agent with streaming on, yielding events; the last is a `RunEndEvent`.
 
@@ -488,6 +506,7 @@ class Agent:
             "images": images,
             "video": video,
             "session": session,
+            "variables": variables,
         }
         async for event in self._events(input, True, options):
             yield event

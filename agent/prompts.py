@@ -13,7 +13,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -260,8 +260,11 @@ class Template:
         Raises:
             PromptRenderError: Naming the template, the line and the undefined variable.
         """
+        return self._render_checked(self.context(**extra))
+
+    def _render_checked(self, context: dict[str, Any]) -> str:
         try:
-            return self._render(self.context(**extra))
+            return self._render(context)
         except jinja2.UndefinedError as exc:
             m = _UNDEFINED.search(str(exc))
             variable = m.group(1) if m else None
@@ -311,10 +314,21 @@ class Template:
                 parts.append(part)
         return "".join(parts).strip()
 
-    def render_system(self, *, tools: Iterable[Tool], search_mode: str, model: str) -> str:
-        """Render for an agent's turn: its tools, search mode and model join the variables."""
+    def render_system(
+        self,
+        *,
+        tools: Iterable[Tool],
+        search_mode: str,
+        model: str,
+        variables: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Render for an agent's turn: its tools, search mode, model and the run's variables."""
         offered = [{"name": t.name, "description": t.description} for t in tools]
-        return self.render(tools=offered, search_mode=search_mode, model=model)
+        context = self.context(tools=offered, search_mode=search_mode, model=model)
+        for key, value in (variables or {}).items():
+            if key not in ("tools", "search_mode", "model"):
+                context[key] = value  # the run's variables over the template's own
+        return self._render_checked(context)
 
 
 def _describe(exc: BaseException) -> str:

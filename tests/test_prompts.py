@@ -80,3 +80,21 @@ async def test_template_renders_at_every_turn(openai_server, make_agent):
     systems = [r.json["messages"][0]["content"] for r in openai_server.requests]
     assert systems[0].endswith("tools: calculator")
     assert systems[0] != systems[1]  # rendered afresh for the second turn
+
+
+async def test_a_run_passes_its_own_template_variables(openai_server) -> None:
+    from agent import Agent, Template, UserError
+    from agent.testing import text_reply
+
+    openai_server.script(text_reply("a"), text_reply("b"))
+    template = Template("Help {{ customer }} with {{ topic }}.", variables={"topic": "billing"})
+    agent = Agent("qwen-plus", base_url=openai_server.url, api_key="k", instructions=template)
+    await agent.run("hi", variables={"customer": "Ada"})
+    await agent.run("hi", variables={"customer": "Bo", "topic": "refunds", "tools": "ignored"})
+    systems = [r.json["messages"][0]["content"] for r in openai_server.requests]
+    assert systems == ["Help Ada with billing.", "Help Bo with refunds."]
+    plain = Agent("qwen-plus", base_url=openai_server.url, api_key="k", instructions="Be kind.")
+    with pytest.raises(UserError, match="needs a Template"):
+        await plain.run("hi", variables={"customer": "Ada"})
+    await agent.aclose()
+    await plain.aclose()
