@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -461,25 +461,21 @@ class Agent:
         Raises:
             UserError: When called inside a running event loop (use `await agent.run(...)`).
         """
-        _no_running_loop("run_sync", "run")
-
-        async def main() -> RunResult:
-            try:
-                return await self.run(
-                    input,
-                    history=history,
-                    settings=settings,
-                    max_turns=max_turns,
-                    output_type=output_type,
-                    images=images,
-                    video=video,
-                    session=session,
-                    variables=variables,
-                )
-            finally:
-                await self._close_connections()
-
-        return asyncio.run(main())
+        return self._blocking(
+            "run_sync",
+            "run",
+            lambda: self.run(
+                input,
+                history=history,
+                settings=settings,
+                max_turns=max_turns,
+                output_type=output_type,
+                images=images,
+                video=video,
+                session=session,
+                variables=variables,
+            ),
+        )
 
     async def stream(
         self,
@@ -564,23 +560,19 @@ class Agent:
         session: Session | None = None,
     ) -> RunResult:
         """`resume` from synchronous code; same arguments and result."""
-        _no_running_loop("resume_sync", "resume")
-
-        async def main() -> RunResult:
-            try:
-                return await self.resume(
-                    state,
-                    approve=approve,
-                    reject=reject,
-                    settings=settings,
-                    max_turns=max_turns,
-                    output_type=output_type,
-                    session=session,
-                )
-            finally:
-                await self._close_connections()
-
-        return asyncio.run(main())
+        return self._blocking(
+            "resume_sync",
+            "resume",
+            lambda: self.resume(
+                state,
+                approve=approve,
+                reject=reject,
+                settings=settings,
+                max_turns=max_turns,
+                output_type=output_type,
+                session=session,
+            ),
+        )
 
     async def resume_stream(
         self,
@@ -628,6 +620,31 @@ class Agent:
             config.checkpoint = session.append
             async for event in run_events(config, [], resume=point):
                 yield event
+
+    def _blocking(
+        self, name: str, instead: str, work: Callable[[], Awaitable[RunResult]]
+    ) -> RunResult:
+        """Run `work` on a new event loop, closing the connections bound to it afterwards.
+
+        Raises:
+            UserError: When called inside a running event loop.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise UserError(
+                f"{name}() was called inside a running event loop; use `await agent.{instead}(...)`"
+            )
+
+        async def main() -> RunResult:
+            try:
+                return await work()
+            finally:
+                await self._close_connections()
+
+        return asyncio.run(main())
 
     async def _close_connections(self) -> None:
         """Close connections bound to the current event loop (`*_sync` make one per call)."""
@@ -738,13 +755,3 @@ def _hooks(hooks: Sequence[RunHooks], instrument: bool, trace_content: bool) -> 
 
         out.append(OpenTelemetryHooks(capture_content=trace_content))
     return out
-
-
-def _no_running_loop(name: str, instead: str) -> None:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    raise UserError(
-        f"{name}() was called inside a running event loop; use `await agent.{instead}(...)`"
-    )
