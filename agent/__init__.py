@@ -4,6 +4,7 @@ The public surface: `Agent`, `tool`, settings, results, events and errors.
 """
 
 from agent.agent import Agent
+from agent.batch import Batch, BatchSummary
 from agent.errors import (
     AgentError,
     AuthenticationError,
@@ -45,6 +46,7 @@ from agent.hooks import ModelReply, RunContext, RunHooks, ToolCallInfo
 from agent.messages import Interruption, RunResult, RunState, ToolCallRecord, TurnUsage, Usage
 from agent.models.profile import ModelProfile, Price
 from agent.prompts import Template
+from agent.ratelimit import RateLimiter
 from agent.sessions import Session, SQLiteSession
 from agent.settings import ModelSettings, SearchOptions
 from agent.tool import Tool, ToolRegistry, ToolRetry, tool
@@ -59,6 +61,8 @@ __all__ = [
     "ApprovalRequiredEvent",
     "AuthenticationError",
     "BadRequestError",
+    "Batch",
+    "BatchSummary",
     "ConfigError",
     "HookError",
     "Interruption",
@@ -79,6 +83,7 @@ __all__ = [
     "Price",
     "PromptRenderError",
     "RateLimitError",
+    "RateLimiter",
     "ReasoningDeltaEvent",
     "RequiredToolCallError",
     "RunContext",

@@ -1,8 +1,9 @@
-"""The `qwenloop` command line: `run`, `sessions`, `tools`, `models` and `mcp-serve`.
+"""The `qwenloop` command line: `run`, `batch`, `chat`, `sessions`, `tools`, `models`, `mcp-serve`.
 
 No logic here that the API lacks.
 
-Exit codes: 0 success, 1 a failed run, 2 a usage mistake (one line on stderr naming the fix).
+Exit codes: 0 success, 1 a failed run (or batch rows), 2 a usage mistake (one line on stderr
+naming the fix).
 """
 
 from __future__ import annotations
@@ -50,52 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="run the agent on a prompt")
     run.add_argument("prompt", help="the user's prompt; - reads it from standard input")
-    run.add_argument("--provider", choices=[p for p in PROVIDERS if p != "custom"])
-    run.add_argument("--base-url", help="any OpenAI-compatible base URL")
-    run.add_argument("--api-key", help="the API key (default: the provider's variable)")
-    run.add_argument("--model", help="the model name")
-    run.add_argument("--model-path", help="a GGUF file for --provider local")
-    run.add_argument(
-        "--tool",
-        action="append",
-        default=[],
-        metavar="FILE.py:FUNCTION",
-        help="a Python function to offer as a tool (repeatable)",
-    )
-    run.add_argument("--tools", default="", help="built-in tools by name, comma-separated")
-    _mcp_arguments(run)
-    run.add_argument("--system", help="the system prompt text")
-    run.add_argument("--system-template", metavar="NAME_OR_PATH", help="a Jinja2 system template")
-    run.add_argument(
-        "--var", action="append", default=[], metavar="KEY=VALUE", help="a template variable"
-    )
-    run.add_argument("--search", choices=["server", "local", "auto", "off"], default="off")
-    run.add_argument(
-        "--search-fetch", action="store_true", help="with local search, also offer fetch_url"
-    )
-    run.add_argument("--max-turns", type=int, default=10)
-    run.add_argument("--temperature", type=float)
-    run.add_argument("--seed", type=int)
-    run.add_argument("--max-tokens", type=int)
-    run.add_argument(
-        "--thinking",
-        action=argparse.BooleanOptionalAction,
-        help="turn the model's reasoning on or off (default: the model's own default)",
-    )
-    run.add_argument("--thinking-budget", type=int, help="at most this many reasoning tokens")
-    run.add_argument(
-        "--price",
-        metavar="INPUT:OUTPUT",
-        help="the model's price in CNY per 1M tokens, for --max-cost on a model qwenloop "
-        "cannot price",
-    )
-    run.add_argument(
-        "--header",
-        action="append",
-        default=[],
-        metavar="NAME:VALUE",
-        help="an HTTP header for every request (repeatable)",
-    )
+    _agent_arguments(run)
     run.add_argument(
         "--image",
         action="append",
@@ -110,11 +66,6 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL_OR_FRAME",
         help="a video URL, or repeat for a list of frame images",
     )
-    run.add_argument(
-        "--translate", metavar="SOURCE:TARGET", help="qwen-mt: languages, e.g. Chinese:English"
-    )
-    run.add_argument("--max-total-tokens", type=int, help="stop a run past this many tokens")
-    run.add_argument("--max-cost", type=float, help="stop a run past this cost in CNY")
     run.add_argument("--stream", action="store_true", help="print text as it arrives")
     approval = run.add_mutually_exclusive_group()
     approval.add_argument(
@@ -129,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="continue the named conversation and keep this run in it (see `qwenloop sessions`)",
     )
+    _batch_parser(sub)
+    _chat_parser(sub)
     _sessions_parser(sub)
     tools_cmd = sub.add_parser("tools", help="list the built-in tools and their schemas")
     tools_cmd.add_argument("--json", action="store_true")
@@ -152,6 +105,111 @@ def _parser() -> argparse.ArgumentParser:
     models_cmd = sub.add_parser("models", help="list the model catalogue")
     models_cmd.add_argument("--json", action="store_true")
     return parser
+
+
+def _batch_parser(sub: Any) -> None:
+    cmd = sub.add_parser(
+        "batch",
+        help="run the agent on every row of a JSONL or CSV file",
+        description="Run the agent on every row of INPUT (.jsonl or .csv; each row an id, a "
+        "prompt and, for --system-template, variables) and append one JSON line per row to "
+        "--out as it finishes. Exit 0 when every row succeeded, 1 when some failed or were "
+        "malformed, 2 for a usage mistake.",
+    )
+    cmd.add_argument("input", help="the rows: a .jsonl or .csv file")
+    cmd.add_argument("--out", required=True, metavar="OUT.jsonl", help="the results, one a line")
+    cmd.add_argument(
+        "--resume", action="store_true", help="skip the ids already in --out and append the rest"
+    )
+    cmd.add_argument(
+        "--strict", action="store_true", help="stop before running anything at a malformed row"
+    )
+    cmd.add_argument("--concurrency", type=int, default=8, help="runs in flight (default 8)")
+    cmd.add_argument("--rpm", type=int, help="requests per minute, shared by all runs")
+    cmd.add_argument("--tpm", type=int, help="tokens per minute, shared by all runs")
+    cmd.add_argument(
+        "--tier", choices=["free", "paid"], help="DashScope's rate limits for this account tier"
+    )
+    cmd.add_argument(
+        "--progress",
+        choices=["auto", "bar", "lines", "off"],
+        default="auto",
+        help="a bar on a terminal, else a line every --progress-interval seconds (default auto)",
+    )
+    cmd.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS")
+    _agent_arguments(cmd)
+
+
+def _chat_parser(sub: Any) -> None:
+    cmd = sub.add_parser(
+        "chat",
+        help="chat with the agent in the terminal",
+        description="Chat with the agent: answers stream in and show as Markdown, tool calls "
+        "one line each; tools that need approval ask y/N. /help lists the commands. Typed "
+        "lines are kept in $QWENLOOP_CHAT_HISTORY, else $XDG_STATE_HOME/qwenloop/chat_history "
+        "(default ~/.local/state/qwenloop/chat_history). Needs qwenloop[chat].",
+    )
+    _agent_arguments(cmd)
+    cmd.add_argument(
+        "--session",
+        metavar="NAME",
+        help="continue the named conversation and keep this chat in it (see `qwenloop sessions`)",
+    )
+
+
+def _agent_arguments(cmd: argparse.ArgumentParser) -> None:
+    """The options that configure the agent, shared by `run`, `batch` and `chat`."""
+    cmd.add_argument("--provider", choices=[p for p in PROVIDERS if p != "custom"])
+    cmd.add_argument("--base-url", help="any OpenAI-compatible base URL")
+    cmd.add_argument("--api-key", help="the API key (default: the provider's variable)")
+    cmd.add_argument("--model", help="the model name")
+    cmd.add_argument("--model-path", help="a GGUF file for --provider local")
+    cmd.add_argument(
+        "--tool",
+        action="append",
+        default=[],
+        metavar="FILE.py:FUNCTION",
+        help="a Python function to offer as a tool (repeatable)",
+    )
+    cmd.add_argument("--tools", default="", help="built-in tools by name, comma-separated")
+    _mcp_arguments(cmd)
+    cmd.add_argument("--system", help="the system prompt text")
+    cmd.add_argument("--system-template", metavar="NAME_OR_PATH", help="a Jinja2 system template")
+    cmd.add_argument(
+        "--var", action="append", default=[], metavar="KEY=VALUE", help="a template variable"
+    )
+    cmd.add_argument("--search", choices=["server", "local", "auto", "off"], default="off")
+    cmd.add_argument(
+        "--search-fetch", action="store_true", help="with local search, also offer fetch_url"
+    )
+    cmd.add_argument("--max-turns", type=int, default=10)
+    cmd.add_argument("--temperature", type=float)
+    cmd.add_argument("--seed", type=int)
+    cmd.add_argument("--max-tokens", type=int)
+    cmd.add_argument(
+        "--thinking",
+        action=argparse.BooleanOptionalAction,
+        help="turn the model's reasoning on or off (default: the model's own default)",
+    )
+    cmd.add_argument("--thinking-budget", type=int, help="at most this many reasoning tokens")
+    cmd.add_argument(
+        "--price",
+        metavar="INPUT:OUTPUT",
+        help="the model's price in CNY per 1M tokens, for --max-cost on a model qwenloop "
+        "cannot price",
+    )
+    cmd.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="NAME:VALUE",
+        help="an HTTP header for every request (repeatable)",
+    )
+    cmd.add_argument(
+        "--translate", metavar="SOURCE:TARGET", help="qwen-mt: languages, e.g. Chinese:English"
+    )
+    cmd.add_argument("--max-total-tokens", type=int, help="stop a run past this many tokens")
+    cmd.add_argument("--max-cost", type=float, help="stop a run past this cost in CNY")
 
 
 def _mcp_arguments(cmd: argparse.ArgumentParser) -> None:
@@ -337,13 +395,19 @@ def _headers(specs: Sequence[str]) -> dict[str, str] | None:
     return headers or None
 
 
-def _check_run_args(args: argparse.Namespace) -> None:
-    """Refuse numbers that would switch a limit off, and read `-` as standard input."""
+def _check_agent_args(args: argparse.Namespace) -> None:
+    """Refuse numbers that would switch a limit off."""
+    if args.max_turns < 1:
+        raise UserError("--max-turns must be at least 1")
     for flag, value in (("--max-cost", args.max_cost), ("--temperature", args.temperature)):
         if value is not None and not math.isfinite(value):
             raise UserError(f"{flag} must be a finite number, got {value}")
     if args.max_cost is not None and args.max_cost < 0:
         raise UserError(f"--max-cost must not be negative, got {args.max_cost}")
+
+
+def _check_prompt(args: argparse.Namespace) -> None:
+    """Read `-` as standard input; refuse an empty prompt."""
     if args.prompt == "-":
         if sys.stdin is None or sys.stdin.isatty():
             raise UserError("run -: pipe the prompt into standard input")
@@ -444,6 +508,57 @@ async def _decide(
         else:
             reject[call.id] = "the user said no"
     return approve, reject
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from agent.batch import Batch
+
+    batch = Batch(
+        _build_agent(args),
+        concurrency=args.concurrency,
+        rpm=args.rpm,
+        tpm=args.tpm,
+        tier=args.tier,
+        resume=args.resume,
+        strict=args.strict,
+        progress=args.progress,
+        progress_interval=args.progress_interval,
+    )
+
+    async def main() -> int:
+        try:
+            summary = await batch.run(args.input, args.out)
+        finally:
+            await batch.agent.aclose()
+        return 0 if summary.ok else 1
+
+    try:
+        return asyncio.run(main())
+    except KeyboardInterrupt:
+        print(
+            f"qwenloop: interrupted; the rows finished so far are in {args.out}: "
+            "run again with --resume to do the rest",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def _chat(args: argparse.Namespace) -> int:
+    """Chat with the agent `run` would build; /model and /system rebuild it with an override."""
+    try:
+        from agent.chat import chat
+    except ModuleNotFoundError as exc:
+        raise UserError(f"qwenloop chat needs {exc.name}: pip install 'qwenloop[chat]'") from None
+    session = _session(args)
+
+    def build(model: str | None, system: str | None) -> Agent:
+        override = {
+            "model": model or args.model,
+            "system": args.system if system is None else system,
+        }
+        return _build_agent(argparse.Namespace(**{**vars(args), **override}))
+
+    return asyncio.run(chat(build, session=session))
 
 
 def _when(timestamp: float) -> str:
@@ -619,9 +734,12 @@ def _main(argv: Sequence[str] | None) -> int:
             return run_mcp_serve(
                 args.tools, args.tool, args.http, args.port, load_file_tool=_load_tool
             )
-        if args.max_turns < 1:
-            raise UserError("--max-turns must be at least 1")
-        _check_run_args(args)
+        _check_agent_args(args)
+        if args.command == "batch":
+            return _batch(args)
+        if args.command == "chat":
+            return _chat(args)
+        _check_prompt(args)
         agent = _build_agent(args)
         result = asyncio.run(_run(agent, args))
     except UserError as exc:

@@ -186,6 +186,33 @@ def _finishes(chunk: dict[str, Any]) -> bool:
     return any(choice.get("finish_reason") for choice in chunk.get("choices") or ())
 
 
+def _estimate_tokens(body: dict[str, Any]) -> int:
+    """Estimate a request's tokens for a rate limiter, cheaply and on the high side.
+
+    A token is about 3 bytes of UTF-8 (one CJK character, or most of an English word's letters),
+    plus the completion limit when one is set; the limiter corrects the charge from the usage.
+    """
+    try:
+        text = json.dumps(body, ensure_ascii=False, default=str)
+    except (TypeError, ValueError, RecursionError):
+        return 0
+    limit = body.get("max_tokens") or body.get("max_completion_tokens")
+    extra = limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else 0
+    return len(text.encode("utf-8", "replace")) // 3 + extra
+
+
+def _total_tokens(usage: Any) -> int | None:
+    """The tokens a reply's `usage` object counts in all, or None when it does not say."""
+    if not isinstance(usage, dict):
+        return None
+    total = usage.get("total_tokens")
+    if isinstance(total, int) and not isinstance(total, bool):
+        return total
+    parts = [usage.get("prompt_tokens"), usage.get("completion_tokens")]
+    counted = [p for p in parts if isinstance(p, int) and not isinstance(p, bool)]
+    return sum(counted) if counted else None
+
+
 def _redacted_preview(raw: bytes, secret: str, limit: int = 200) -> str:
     text = raw[: limit * 4].decode("utf-8", "replace")
     return repr(redact(text, secret)[:limit])
@@ -347,27 +374,41 @@ class OpenAIChatModel:
             )
         return BadRequestError(f"{where} refused the request ({status}: {detail})", **kw)
 
-    async def _send(self, kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    def _estimate(self, kwargs: dict[str, Any]) -> int:
+        """The request's estimated tokens for the gate; nothing is computed without one."""
+        return 0 if self.gate is None else _estimate_tokens(kwargs["extra_body"])
+
+    async def _send(self, kwargs: dict[str, Any], tokens: int) -> tuple[Any, Any]:
         """Send one request; return the SDK's response context and the open raw response.
+
+        With a gate, waits for its turn first (every attempt: a retry spends the limits too),
+        and reports a 429 to it so that every request sharing it slows down.
 
         Raises:
             _Failure: The endpoint answered with an error status or could not be reached.
         """
+        create = self._client.chat.completions.with_streaming_response.create
+        gate = self.gate
+        if gate is not None:
+            # Only now: the first use of a client (its pool, the SDK's lazy imports) takes long
+            # enough that requests admitted in turn before it would reach the provider together.
+            await gate.acquire(tokens)
         try:
             try:
-                cm = self._client.chat.completions.with_streaming_response.create(**kwargs)
+                cm = create(**kwargs)
                 response = await cm.__aenter__()
             except UnicodeEncodeError:
                 # Text with lone surrogates (bytes from a shell that are not UTF-8) cannot be
                 # encoded; send it with U+FFFD in their place. Checked only when it happens.
                 kwargs["extra_body"] = scrub_surrogates(kwargs["extra_body"])
-                cm = self._client.chat.completions.with_streaming_response.create(**kwargs)
+                cm = create(**kwargs)
                 response = await cm.__aenter__()
         except openai.APIStatusError as exc:
             retryable = exc.status_code in (408, 409, 429) or exc.status_code >= 500
-            raise _Failure(
-                self._map_status(exc), retryable, _retry_after(exc.response.headers)
-            ) from None
+            retry_after = _retry_after(exc.response.headers)
+            if exc.status_code == 429 and gate is not None:
+                gate.rate_limited(retry_after)
+            raise _Failure(self._map_status(exc), retryable, retry_after) from None
         except _TRANSPORT_ERRORS as exc:
             raise self._transport_failure(exc, "the request") from None
         return cm, response
@@ -456,17 +497,21 @@ class OpenAIChatModel:
         (nothing of the reply reached the caller), except after a read timeout (see `RetryPolicy`).
         """
         kwargs = self._kwargs(request, stream=False)
+        tokens = self._estimate(kwargs)
         attempt = 0
         while True:
             try:
-                cm, response = await self._send(kwargs)
+                cm, response = await self._send(kwargs, tokens)
                 try:
                     raw = await self._read_body(response)
                 except _TRANSPORT_ERRORS as exc:
                     raise self._transport_failure(exc, "the reply") from None
                 finally:
                     await _close_quietly(cm)
-                return ModelResponse(self._parse_body(raw, response), self._meta(response))
+                body = self._parse_body(raw, response)
+                if self.gate is not None and (total := _total_tokens(body.get("usage"))):
+                    self.gate.used(total)
+                return ModelResponse(body, self._meta(response))
             except _Failure as failure:
                 attempt += 1
                 await self._retrying(attempt, failure)
@@ -534,15 +579,19 @@ class OpenAIChatModel:
         of the reply). A stream of tool calls alone is held whole, and so always retried.
         """
         kwargs = self._kwargs(request, stream=True)
+        tokens = self._estimate(kwargs)
         attempt = 0
         while True:
             delivered = False
             try:
-                cm, response = await self._send(kwargs)
+                cm, response = await self._send(kwargs, tokens)
                 meta.headers.update(self._meta(response).headers)
+                usage: Any = None  # the last one seen: some servers send a running count
                 try:
                     held: list[dict[str, Any]] = []
                     async for chunk in self._chunks(response):
+                        if self.gate is not None:
+                            usage = chunk.get("usage") or usage
                         if not delivered and not _shown(chunk):
                             held.append(chunk)  # sent with the first text, or at the end
                             continue
@@ -557,6 +606,8 @@ class OpenAIChatModel:
                 except _TRANSPORT_ERRORS as exc:
                     raise self._transport_failure(exc, "the stream") from None
                 finally:
+                    if self.gate is not None and (total := _total_tokens(usage)):
+                        self.gate.used(total)
                     await _close_quietly(cm)
             except _Failure as failure:
                 if delivered:
