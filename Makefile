@@ -20,7 +20,7 @@ LLAMA_TAG := $(shell printf '%s %s no-common' '$(LLAMA_CPP_VERSION)' '$(LLAMA_CM
 WHEEL_CACHE ?= $(if $(XDG_CACHE_HOME),$(XDG_CACHE_HOME),$(HOME)/.cache)/qwenloop/wheels
 LLAMA_WHEELS := $(WHEEL_CACHE)/llama-cpp-python-$(LLAMA_CPP_VERSION)-x86-64-v3-$(LLAMA_TAG)
 
-.PHONY: test demo lint typecheck pytest bench llama-wheel clean
+.PHONY: test demo lint typecheck pytest bench llama-wheel clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +46,17 @@ $(VENV)/.installed: pyproject.toml Makefile $(LLAMA_WHEELS)/.built | $(BIN)/pyth
 	$(BIN)/pip install --quiet --find-links $(LLAMA_WHEELS) -e '.[dev,local]'
 	touch $@
 
-test: $(VENV)/.installed
+# The chat page's browser test (tests/test_serve.py) drives Debian's chromium: installed here when
+# missing and we are root (CI); elsewhere that test skips and says how to install it.
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+		|| command -v google-chrome >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing chromium for the chat page's browser test (once)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "note: chromium is missing; the page's browser test will skip (apt-get install chromium)"; fi
+
+test: $(VENV)/.installed browser
 	$(BIN)/ruff check agent tools tests examples bench
 	$(BIN)/ruff format --check agent tools tests examples bench
 	$(BIN)/mypy

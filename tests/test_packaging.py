@@ -25,6 +25,7 @@ def test_wheel_installs_and_runs(tmp_path):
     assert "agent/_templates/default.j2" in names
     assert "agent/_templates/search_bot.j2" in names
     assert "tools/calculator.py" in names and "agent/py.typed" in names
+    assert "agent/serve_page.html" in names  # the chat page of `qwenloop serve`
     assert not any(n.startswith("tests/") for n in names)
 
     env_dir = tmp_path / "venv"
