@@ -2,7 +2,8 @@
 
 Four parts another engine can reuse: `read_rows` (input), `OutputFile` (durable output and
 resume), `run_row` (one row's run as an output row) and `Batch` (concurrency, rate limits,
-progress).
+progress). Rows run in this process by default; a `BatchEngine` (`agent.batch_ray`) runs them
+elsewhere while the input, output and progress stay here.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
@@ -29,7 +31,8 @@ if TYPE_CHECKING:
     from agent.models.base import RequestGate
 
 __all__ = [
-    "BadRow", "BadRowError", "Batch", "BatchSummary", "OutputFile", "Row", "read_rows", "run_row",
+    "BadRow", "BadRowError", "Batch", "BatchEngine", "BatchRunner", "BatchSummary", "OutputFile",
+    "Row", "read_rows", "run_row",
 ]  # fmt: skip
 
 ProgressMode = Literal["auto", "bar", "lines", "off"]
@@ -567,6 +570,47 @@ class _Bar(_Quiet):
         self.note(summary.describe().removeprefix("batch: "))
 
 
+class BatchRunner(Protocol):
+    """Runs rows for one batch, wherever they run; what `BatchEngine.start` yields.
+
+    Attributes:
+        slots: Rows it runs at once; the batch keeps that many in flight.
+    """
+
+    slots: int
+
+    async def run(self, row: Row) -> dict[str, Any]:
+        """Run one row and return its output row (see `run_row`)."""
+        ...
+
+    async def rate_limited(self) -> int:
+        """Return the 429 answers its rate limiter saw so far."""
+        ...
+
+
+class BatchEngine(Protocol):
+    """Where a batch's rows run; `Batch(engine=...)`. The default runs them in this process."""
+
+    def start(self, batch: Batch) -> AbstractAsyncContextManager[BatchRunner]:
+        """Set up for `batch` (its agent factory, concurrency and limits); tear down after."""
+        ...
+
+
+@dataclass
+class _LocalRunner:
+    """Rows run here, on the batch's own agent."""
+
+    agent: Agent
+    gate: RequestGate | None
+    slots: int
+
+    async def run(self, row: Row) -> dict[str, Any]:
+        return await run_row(self.agent, row)
+
+    async def rate_limited(self) -> int:
+        return _rate_limited(self.gate)
+
+
 def _reporter(mode: ProgressMode) -> _Reporter:
     if mode == "off":
         return _Quiet()
@@ -587,8 +631,9 @@ class Batch:
     """Run one agent over every row of an input file, with shared rate limits and resume.
 
     Args:
-        agent: The agent; its model, tools, template and settings serve every row.
-        concurrency: Runs in flight at once.
+        agent: The agent; its model, tools, template and settings serve every row. Or a
+            function that builds it, which other engines call on each of their workers.
+        concurrency: Runs in flight at once (per worker with the "ray" engine).
         rpm: Requests per minute, shared by all runs (overrides the tier's).
         tpm: Tokens per minute, shared by all runs (overrides the tier's).
         tier: A rate-limit tier of the catalogue ("free" or "paid") for rpm and tpm.
@@ -596,6 +641,12 @@ class Batch:
         strict: Stop before running anything when a row is malformed.
         progress: "auto" (a bar on a terminal, else plain lines), "bar", "lines" or "off".
         progress_interval: Seconds between two plain progress lines.
+        engine: Where the rows run: "local" (this process), "ray" (`agent.batch_ray.RayEngine`
+            with its defaults: a local Ray) or an engine object. An engine other than "local"
+            needs `agent` to be a function that builds the agent.
+
+    Raises:
+        UserError: A number out of range, an unknown tier, progress mode or engine.
 
     Example:
         ```python
@@ -605,7 +656,7 @@ class Batch:
 
     def __init__(
         self,
-        agent: Agent,
+        agent: Agent | Callable[[], Agent],
         *,
         concurrency: int = 8,
         rpm: int | None = None,
@@ -615,6 +666,7 @@ class Batch:
         strict: bool = False,
         progress: ProgressMode = "auto",
         progress_interval: float = 10.0,
+        engine: Literal["local", "ray"] | BatchEngine = "local",
     ) -> None:
         if concurrency < 1:
             raise UserError(f"concurrency must be at least 1, got {concurrency}")
@@ -630,7 +682,10 @@ class Batch:
                 raise UserError(f"tier must be one of {', '.join(RATE_LIMIT_TIERS)}, not {tier!r}")
             rpm = rpm or RATE_LIMIT_TIERS[tier].rpm
             tpm = tpm or RATE_LIMIT_TIERS[tier].tpm
-        self.agent = agent
+        self.engine = _engine(engine, agent)
+        # The engine's workers call the factory; this process builds one agent too, to check
+        # the rows against (its template) and to close.
+        self.agent, self.agent_factory = _build(agent)
         self.concurrency = concurrency
         self.rpm = rpm
         self.tpm = tpm
@@ -656,17 +711,29 @@ class Batch:
         reporter = _reporter(self.progress)
         # Reading a million rows takes seconds: not on the event loop.
         out = await asyncio.to_thread(self._prepare, input_path, out_path, summary, reporter)
-        with out, self._limiter() as gate:
-            reporter.start(summary.total)
-            ticker = asyncio.create_task(self._tick(reporter, summary))
-            try:
-                await self._run_rows(read_rows(input_path), out, summary, reporter)
-            finally:
-                ticker.cancel()
-                summary.seconds = time.monotonic() - started
-                summary.rate_limited = _rate_limited(gate)
-                reporter.finish(summary)
+        with out:
+            if self.engine is not None:
+                reporter.note(f"starting {self.engine}")  # a cluster may take seconds
+            async with self._start() as runner:
+                reporter.start(summary.total)
+                ticker = asyncio.create_task(self._tick(reporter, summary))
+                try:
+                    await self._run_rows(read_rows(input_path), out, summary, reporter, runner)
+                finally:
+                    ticker.cancel()
+                    summary.seconds = time.monotonic() - started
+                    summary.rate_limited = await runner.rate_limited()
+                    reporter.finish(summary)
         return summary
+
+    @contextlib.asynccontextmanager
+    async def _start(self) -> AsyncIterator[BatchRunner]:
+        if self.engine is not None:
+            async with self.engine.start(self) as runner:
+                yield runner
+            return
+        with self._limiter() as gate:
+            yield _LocalRunner(self.agent, gate, self.concurrency)
 
     def run_sync(self, input_path: str | Path, out_path: str | Path) -> BatchSummary:
         """`run` from synchronous code; same arguments and summary.
@@ -730,20 +797,21 @@ class Batch:
         out: OutputFile,
         summary: BatchSummary,
         reporter: _Reporter,
+        runner: BatchRunner,
     ) -> None:
         async def one(row: Row) -> None:
-            result = await run_row(self.agent, row)
+            result = await runner.run(row)
             await out.write(result)
             summary.add(result)
             reporter.advance(summary)
 
-        # At most `concurrency` tasks exist at once, however long the input.
+        # At most `runner.slots` tasks exist at once, however long the input.
         in_flight: set[asyncio.Task[None]] = set()
         try:
             for item in rows:
                 if not isinstance(item, Row) or item.key in out.ids:
                     continue
-                while len(in_flight) >= self.concurrency:
+                while len(in_flight) >= runner.slots:
                     finished, in_flight = await asyncio.wait(
                         in_flight, return_when=asyncio.FIRST_COMPLETED
                     )
@@ -783,6 +851,48 @@ class Batch:
             yield gate
         finally:
             agent.rate_limiter = previous
+
+
+def _is_agent(agent: object) -> bool:
+    from agent.agent import Agent
+
+    return isinstance(agent, Agent)
+
+
+def _build(agent: Agent | Callable[[], Agent]) -> tuple[Agent, Callable[[], Agent] | None]:
+    """The agent of this process, and the function that builds it (None: given built)."""
+    from agent.agent import Agent
+
+    if isinstance(agent, Agent):
+        return agent, None
+    if not callable(agent):
+        raise UserError(f"Batch needs an Agent or a function that builds one, not {agent!r}")
+    built = agent()
+    if not isinstance(built, Agent):
+        raise UserError(f"the agent factory returned {type(built).__name__}, not an Agent")
+    return built, agent
+
+
+def _engine(
+    engine: Literal["local", "ray"] | BatchEngine, agent: Agent | Callable[[], Agent]
+) -> BatchEngine | None:
+    """The engine object for `Batch(engine=...)`: None runs rows in this process."""
+    if engine == "local":
+        return None
+    if engine != "ray" and (
+        isinstance(engine, str) or not callable(getattr(engine, "start", None))
+    ):
+        raise UserError(f"engine must be 'local', 'ray' or an engine object, not {engine!r}")
+    if _is_agent(agent):
+        raise UserError(
+            "an engine other than 'local' builds the agent on each of its workers: pass a "
+            "function that builds it, e.g. Batch(make_agent, engine='ray')"
+        )
+    if engine == "ray":
+        from agent.batch_ray import RayEngine
+
+        return RayEngine()
+    return engine
 
 
 def _rate_limited(gate: RequestGate | None) -> int:

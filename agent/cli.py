@@ -1,4 +1,4 @@
-"""The `qwenloop` command line: `run`, `batch`, `chat`, `sessions`, `tools`, `models`, `mcp-serve`.
+"""The `qwenloop` command line: run, batch, chat, serve, sessions, tools, models, mcp-serve.
 
 No logic here that the API lacks.
 
@@ -12,13 +12,14 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import importlib.util
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -82,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _batch_parser(sub)
     _chat_parser(sub)
+    _serve_parser(sub)
     _sessions_parser(sub)
     tools_cmd = sub.add_parser("tools", help="list the built-in tools and their schemas")
     tools_cmd.add_argument("--json", action="store_true")
@@ -124,7 +126,9 @@ def _batch_parser(sub: Any) -> None:
     cmd.add_argument(
         "--strict", action="store_true", help="stop before running anything at a malformed row"
     )
-    cmd.add_argument("--concurrency", type=int, default=8, help="runs in flight (default 8)")
+    cmd.add_argument(
+        "--concurrency", type=int, default=8, help="runs in flight (default 8; per Ray worker)"
+    )
     cmd.add_argument("--rpm", type=int, help="requests per minute, shared by all runs")
     cmd.add_argument("--tpm", type=int, help="tokens per minute, shared by all runs")
     cmd.add_argument(
@@ -137,6 +141,18 @@ def _batch_parser(sub: Any) -> None:
         help="a bar on a terminal, else a line every --progress-interval seconds (default auto)",
     )
     cmd.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS")
+    cmd.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="where the rows run: this process, or Ray workers (needs qwenloop[ray])",
+    )
+    cmd.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="the Ray cluster to join (e.g. ray://head:10001, auto); default: a local Ray",
+    )
+    cmd.add_argument("--workers", type=int, help="Ray workers, --concurrency runs each (default 2)")
     _agent_arguments(cmd)
 
 
@@ -157,8 +173,35 @@ def _chat_parser(sub: Any) -> None:
     )
 
 
+def _serve_parser(sub: Any) -> None:
+    cmd = sub.add_parser(
+        "serve",
+        help="serve the agent over an OpenAI-compatible HTTP API, with a chat page",
+        description="Serve the agent at http://HOST:PORT/v1/chat/completions (streamed or not; "
+        "its tools run on this machine) and /v1/models, with a chat page at /. Listening beyond "
+        "loopback needs a key clients send as a bearer token: $QWENLOOP_SERVE_API_KEY or "
+        "--serve-api-key. --api-key stays the model provider's key, as for `run`.",
+    )
+    cmd.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    cmd.add_argument("--port", type=int, default=8000, help="the TCP port (default 8000)")
+    cmd.add_argument(
+        "--serve-api-key",
+        metavar="KEY",
+        help="the key clients must send (default: $QWENLOOP_SERVE_API_KEY, which stays out of "
+        "`ps`); required beyond loopback",
+    )
+    cmd.add_argument(
+        "--max-concurrency", type=int, default=16, help="runs in flight at once (default 16)"
+    )
+    cmd.add_argument(
+        "--max-body-bytes", type=int, default=1_000_000, help="the largest request body accepted"
+    )
+    cmd.add_argument("--name", help="the model name clients see (default qwenloop)")
+    _agent_arguments(cmd)
+
+
 def _agent_arguments(cmd: argparse.ArgumentParser) -> None:
-    """The options that configure the agent, shared by `run`, `batch` and `chat`."""
+    """The options that configure the agent, shared by `run`, `batch`, `chat` and `serve`."""
     cmd.add_argument("--provider", choices=[p for p in PROVIDERS if p != "custom"])
     cmd.add_argument("--base-url", help="any OpenAI-compatible base URL")
     cmd.add_argument("--api-key", help="the API key (default: the provider's variable)")
@@ -510,11 +553,41 @@ async def _decide(
     return approve, reject
 
 
-def _batch(args: argparse.Namespace) -> int:
-    from agent.batch import Batch
+def _serve(args: argparse.Namespace) -> int:
+    from agent.serve import serve
 
-    batch = Batch(
+    serve(
         _build_agent(args),
+        host=args.host,
+        port=args.port,
+        api_key=args.serve_api_key,
+        max_body_bytes=args.max_body_bytes,
+        max_concurrency=args.max_concurrency,
+        model_name=args.name,
+    )
+    return 0
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from agent.batch import Batch, BatchEngine
+
+    agent: Agent | Callable[[], Agent]
+    engine: BatchEngine | None = None
+    if args.engine == "ray":
+        from agent.batch_ray import RayEngine
+
+        engine = RayEngine(args.ray_address, workers=2 if args.workers is None else args.workers)
+        # Each worker rebuilds the agent from the arguments: files by absolute path, since a
+        # worker's directory need not be this one.
+        agent = functools.partial(_build_agent, _absolute_paths(args))
+    elif args.ray_address is not None or args.workers is not None:
+        flag = "--ray-address" if args.ray_address is not None else "--workers"
+        raise UserError(f"{flag} needs --engine ray")
+    else:
+        agent = _build_agent(args)
+    batch = Batch(
+        agent,
+        engine=engine or "local",
         concurrency=args.concurrency,
         rpm=args.rpm,
         tpm=args.tpm,
@@ -541,6 +614,26 @@ def _batch(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+
+
+def _absolute_paths(args: argparse.Namespace) -> argparse.Namespace:
+    """The arguments with the files they name (tools, template, weights) as absolute paths."""
+
+    def absolute(path: str | None) -> str | None:
+        return str(Path(path).resolve()) if path and Path(path).is_file() else path
+
+    tools = []
+    for spec in args.tool:
+        file, sep, name = spec.rpartition(":")
+        tools.append(f"{absolute(file)}{sep}{name}" if sep and file else spec)
+    return argparse.Namespace(
+        **{
+            **vars(args),
+            "tool": tools,
+            "system_template": absolute(args.system_template),
+            "model_path": absolute(args.model_path),
+        }
+    )
 
 
 def _chat(args: argparse.Namespace) -> int:
@@ -739,6 +832,8 @@ def _main(argv: Sequence[str] | None) -> int:
             return _batch(args)
         if args.command == "chat":
             return _chat(args)
+        if args.command == "serve":
+            return _serve(args)
         _check_prompt(args)
         agent = _build_agent(args)
         result = asyncio.run(_run(agent, args))

@@ -475,3 +475,36 @@ def test_the_terminal_is_asked(openai_server, tmp_path, capsys, monkeypatch):
     assert approval_run(openai_server, spec) == 0
     assert asked == ['Run transfer({"to": "bob", "amount": 5})? [y/N] ']
     assert "Done." in capsys.readouterr().out
+
+
+def test_serve_answers_an_openai_client_and_stops_on_ctrl_c(openai_server):
+    import queue
+    import signal
+    import threading
+
+    import openai
+
+    openai_server.script(tool_call_reply("calculator", {"expression": "6*7"}), text_reply("42."))
+    env = {**os.environ, "QWENLOOP_SERVE_API_KEY": "cli-key-0123456789"}
+    command = [sys.executable, "-m", "agent", "serve", "--port", "0", "--base-url"]
+    command += [openai_server.url, "--api-key", "test", "--tools", "calculator", "--name", "calc"]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr], daemon=True).start()
+    try:
+        banner = lines.get(timeout=60)
+        url = next(word for word in banner.split() if word.startswith("http://"))
+        client = openai.OpenAI(base_url=url.rstrip("/") + "/v1", api_key="cli-key-0123456789")
+        assert [m.id for m in client.models.list()] == ["calc"]
+        reply = client.chat.completions.create(
+            model="calc", messages=[{"role": "user", "content": "6*7?"}]
+        )
+        assert reply.choices[0].message.content == "42."
+        client.close()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        proc.kill()
+        proc.wait(10)
+        if proc.stderr is not None:
+            proc.stderr.close()
