@@ -20,7 +20,7 @@ from agent.messages import RunResult, RunState, Usage
 from agent.models.base import ChatModel, RequestGate
 from agent.models.profile import ModelProfile, Price, resolve_profile
 from agent.providers import ResolvedEndpoint, resolve_endpoint
-from agent.request import plan_run
+from agent.request import RunPlan, plan_run
 from agent.sessions import Session
 from agent.settings import ModelSettings, settings_from
 from agent.tool import Tool, ToolRegistry
@@ -172,6 +172,7 @@ class Agent:
         self.history_processor = history_processor
         self.hooks = HookRunner(_hooks(hooks, instrument, trace_content))
         self._resumed: set[str] = set()
+        self._plans: dict[tuple[Any, ...], tuple[ModelSettings, ModelProfile, RunPlan, int]] = {}
         self.endpoint: ResolvedEndpoint | None = None
         if chat_model is not None:
             self.model: ChatModel = chat_model
@@ -287,7 +288,7 @@ class Agent:
         merged = self.settings.merge(settings_from(settings)) if settings else self.settings
         if settings:
             _check_translation(merged)
-        plan = plan_run(self.profile, merged, registry.names, stream=stream)
+        plan, reserve = self._plan(merged, registry, stream)
         profile = self.profile
 
         def cost(usage: Usage) -> float | None:
@@ -320,7 +321,7 @@ class Agent:
                 plan.settings,
                 self.context_tokens,
                 self.history_processor,
-                reserve_tokens=text_tokens(json.dumps(registry.schemas(), ensure_ascii=False)),
+                reserve_tokens=reserve,
             ),
             max_total_tokens=self.max_total_tokens,
             max_cost=self.max_cost,
@@ -330,6 +331,26 @@ class Agent:
             accept_truncated=self.accept_truncated,
             max_argument_chars=self.max_argument_chars,
         )
+
+    def _plan(
+        self, settings: ModelSettings, registry: ToolRegistry, stream: bool
+    ) -> tuple[RunPlan, int]:
+        """The run's plan and the tokens its tool schemas take, kept for repeated runs.
+
+        Settled afresh whenever what decides it changes: the settings object, the tools or the
+        profile (all three may be replaced on a live agent).
+        """
+        names = tuple(registry.names)
+        key = (id(settings), id(self.profile), names, stream)
+        cached = self._plans.get(key)
+        if cached is not None and cached[0] is settings and cached[1] is self.profile:
+            return cached[2], cached[3]
+        plan = plan_run(self.profile, settings, list(names), stream=stream)
+        reserve = text_tokens(json.dumps(registry.schemas(), ensure_ascii=False))
+        if len(self._plans) >= 64:
+            self._plans.clear()
+        self._plans[key] = (settings, self.profile, plan, reserve)
+        return plan, reserve
 
     async def _events(
         self, input: Input, stream: bool, options: dict[str, Any]

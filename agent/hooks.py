@@ -114,6 +114,9 @@ class RunHooks:
         """A tool call ended: `record.result` or `record.error`."""
 
 
+_METHODS = tuple(name for name in vars(RunHooks) if name.startswith("on_"))
+
+
 class HookRunner:
     """Calls every hook's method in order, awaiting async ones; turns failures into HookError."""
 
@@ -122,6 +125,15 @@ class HookRunner:
             if not isinstance(hook, RunHooks):
                 raise TypeError(f"hooks must be RunHooks instances, got {type(hook).__name__}")
         self.hooks = list(hooks)
+        # Per method, the hooks that override it: most methods of most hooks do nothing.
+        self._callers: dict[str, list[tuple[RunHooks, Any]]] = {}
+        for method in _METHODS:
+            base = getattr(RunHooks, method)
+            self._callers[method] = [
+                (hook, getattr(hook, method))
+                for hook in self.hooks
+                if getattr(getattr(hook, method), "__func__", None) is not base
+            ]
 
     def __bool__(self) -> bool:
         return bool(self.hooks)
@@ -132,10 +144,7 @@ class HookRunner:
         Raises:
             HookError: A hook raised; the run should stop.
         """
-        for hook in self.hooks:
-            fn = getattr(hook, method)
-            if getattr(fn, "__func__", None) is getattr(RunHooks, method):
-                continue  # not overridden
+        for hook, fn in self._callers[method]:
             try:
                 value = fn(*args)
                 if inspect.isawaitable(value):
