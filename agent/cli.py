@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import importlib.util
 import json
 import math
 import os
@@ -37,7 +36,8 @@ from agent.models.profile import Price
 from agent.providers import PROVIDERS
 from agent.secrets import scrub_surrogates
 from agent.sessions import Session
-from agent.tool import Tool, tool
+from agent.tool import Tool
+from agent.tool_plugins import load_tool_file
 
 __all__ = ["main"]
 
@@ -320,40 +320,6 @@ def _sessions_parser(sub: Any) -> None:
     delete.add_argument("name")
 
 
-def _load_tool(spec: str) -> Tool:
-    file, sep, name = spec.rpartition(":")
-    if not sep or not file or not name:
-        raise UserError(f"--tool {spec!r}: write it as FILE.py:FUNCTION")
-    path = Path(file)
-    if not path.is_file():
-        raise UserError(f"--tool {spec!r}: file {file!r} does not exist")
-    module_spec = importlib.util.spec_from_file_location(f"_qwenloop_tool_{path.stem}", path)
-    if module_spec is None or module_spec.loader is None:
-        raise UserError(f"--tool {spec!r}: {file!r} is not a Python file")
-    module = importlib.util.module_from_spec(module_spec)
-    # Registered before it runs, as `import` does: dataclasses and pydantic models defined under
-    # `from __future__ import annotations` look their module up in sys.modules.
-    sys.modules[module_spec.name] = module
-    try:
-        module_spec.loader.exec_module(module)
-    except SystemExit as exc:
-        sys.modules.pop(module_spec.name, None)
-        raise UserError(
-            f"--tool {spec!r}: importing {file!r} called sys.exit({exc.code!r})"
-        ) from None
-    except Exception as exc:
-        sys.modules.pop(module_spec.name, None)
-        raise UserError(f"--tool {spec!r}: importing {file!r} failed: {exc}") from exc
-    fn = getattr(module, name, None)
-    if fn is None:
-        raise UserError(f"--tool {spec!r}: {file!r} has no function {name!r}")
-    if isinstance(fn, Tool):
-        return fn
-    if not callable(fn):
-        raise UserError(f"--tool {spec!r}: {name!r} is not a function")
-    return tool(fn)
-
-
 def _variables(pairs: Sequence[str]) -> dict[str, str]:
     out = {}
     for pair in pairs:
@@ -365,7 +331,7 @@ def _variables(pairs: Sequence[str]) -> dict[str, str]:
 
 
 def _build_agent(args: argparse.Namespace) -> Agent:
-    tools: list[Any] = [_load_tool(s) for s in args.tool]
+    tools: list[Any] = [load_tool_file(s) for s in args.tool]
     tools += [n.strip() for n in args.tools.split(",") if n.strip()]
     tools += _mcp_servers(args)
     instructions: Any = args.system
@@ -825,7 +791,7 @@ def _main(argv: Sequence[str] | None) -> int:
             from agent.mcp_serve import run_mcp_serve
 
             return run_mcp_serve(
-                args.tools, args.tool, args.http, args.port, load_file_tool=_load_tool
+                args.tools, args.tool, args.http, args.port, load_file_tool=load_tool_file
             )
         _check_agent_args(args)
         if args.command == "batch":

@@ -167,13 +167,11 @@ def run_mcp_serve(
     Raises:
         UserError: No tools, or a tool that cannot be found or loaded.
     """
-    from agent.tool_plugins import load_tool
+    from agent.tool_plugins import load_tool, load_tool_file
 
     _require_mcp()
     if load_file_tool is None:
-        from agent import cli  # `python -m agent.mcp_serve`: the CLI's own FILE.py:FUNCTION loader
-
-        load_file_tool = cli._load_tool
+        load_file_tool = load_tool_file
     tools = [load_tool(n.strip()) for n in tools_csv.split(",") if n.strip()]
     tools += [load_file_tool(spec) for spec in tool_specs]
     if not tools:

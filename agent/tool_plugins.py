@@ -13,12 +13,15 @@ never imports a tool package by name, which keeps `agent` free of imports from `
 from __future__ import annotations
 
 import functools
+import importlib.util
+import sys
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 
 from agent.errors import ConfigError, UserError
 from agent.tool import Tool, tool
 
-__all__ = ["GROUP", "available_tools", "load_tool"]
+__all__ = ["GROUP", "available_tools", "load_tool", "load_tool_file"]
 
 GROUP = "qwenloop.tools"
 
@@ -53,3 +56,42 @@ def load_tool(name: str) -> Tool:
     if callable(obj):
         return tool(obj)
     raise ConfigError(f"tool {name!r} ({ep.value}) is a {type(obj).__name__}, not a function")
+
+
+def load_tool_file(spec: str) -> Tool:
+    """Load the function FUNCTION of the Python file FILE.py (`--tool FILE.py:FUNCTION`) as a tool.
+
+    Raises:
+        UserError: The spec, the file or the function is wrong, or importing the file failed.
+    """
+    file, sep, name = spec.rpartition(":")
+    if not sep or not file or not name:
+        raise UserError(f"--tool {spec!r}: write it as FILE.py:FUNCTION")
+    path = Path(file)
+    if not path.is_file():
+        raise UserError(f"--tool {spec!r}: file {file!r} does not exist")
+    module_spec = importlib.util.spec_from_file_location(f"_qwenloop_tool_{path.stem}", path)
+    if module_spec is None or module_spec.loader is None:
+        raise UserError(f"--tool {spec!r}: {file!r} is not a Python file")
+    module = importlib.util.module_from_spec(module_spec)
+    # Registered before it runs, as `import` does: dataclasses and pydantic models defined under
+    # `from __future__ import annotations` look their module up in sys.modules.
+    sys.modules[module_spec.name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except SystemExit as exc:
+        sys.modules.pop(module_spec.name, None)
+        raise UserError(
+            f"--tool {spec!r}: importing {file!r} called sys.exit({exc.code!r})"
+        ) from None
+    except Exception as exc:
+        sys.modules.pop(module_spec.name, None)
+        raise UserError(f"--tool {spec!r}: importing {file!r} failed: {exc}") from exc
+    fn = getattr(module, name, None)
+    if fn is None:
+        raise UserError(f"--tool {spec!r}: {file!r} has no function {name!r}")
+    if isinstance(fn, Tool):
+        return fn
+    if not callable(fn):
+        raise UserError(f"--tool {spec!r}: {name!r} is not a function")
+    return tool(fn)
