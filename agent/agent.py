@@ -6,7 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -25,9 +25,6 @@ from agent.sessions import Session
 from agent.settings import ModelSettings, settings_from
 from agent.tool import Tool, ToolRegistry
 from agent.toolsets import Toolset, registry_for_run
-
-if TYPE_CHECKING:
-    from agent.batch import BatchSummary
 
 __all__ = ["Agent"]
 
@@ -675,22 +672,6 @@ class Agent:
         close = getattr(self.model, "close_connections", None)
         if close is not None:
             await close()
-
-    async def batch(self, input: str | Path, out: str | Path, **options: Any) -> BatchSummary:
-        """Run the agent on every row of a JSONL or CSV file, appending each result to `out`.
-
-        Options as for `agent.batch.Batch`: concurrency, rpm, tpm, tier, resume, strict,
-        progress, progress_interval.
-        """
-        from agent.batch import Batch
-
-        return await Batch(self, **options).run(input, out)
-
-    def batch_sync(self, input: str | Path, out: str | Path, **options: Any) -> BatchSummary:
-        """`batch` from synchronous code; same arguments and summary."""
-        from agent.batch import Batch
-
-        return Batch(self, **options).run_sync(input, out)
 
     async def aclose(self) -> None:
         """Close the backend's connections (or unload the local model) and stop toolsets."""
