@@ -246,6 +246,8 @@ class Agent:
         self, registry: ToolRegistry, variables: Mapping[str, Any] | None = None
     ) -> Callable[[], str | None] | None:
         instructions = self.instructions
+        if variables is not None and not isinstance(variables, Mapping):
+            raise UserError(f"variables must be a mapping of names to values, got {variables!r}")
         if variables and getattr(instructions, "render_system", None) is None:
             raise UserError("variables= needs a Template as the agent's instructions")
         if instructions is None:

@@ -53,9 +53,13 @@ def resumption(
     raw_calls = last.get("tool_calls") if last.get("role") == "assistant" else None
     if not raw_calls:
         raise UserError("this run state does not end with the tool calls it stopped at")
+    if not isinstance(raw_calls, list) or not all(isinstance(r, dict) for r in raw_calls):
+        raise UserError("this run state's last message holds tool calls that are not objects")
     calls = []
     for raw in raw_calls:
         function = raw.get("function") or {}
+        if not isinstance(function, dict):
+            raise UserError("this run state holds a tool call without a function object")
         text, arguments, error = decode_arguments(function.get("arguments"))
         calls.append(
             PendingCall(str(raw.get("id")), str(function.get("name")), text, arguments, error)

@@ -266,3 +266,18 @@ async def test_a_session_keeps_no_half_turn_across_a_stop():
         assert [m["role"] for m in kept] == ["user", "assistant", "tool", "tool", "assistant"]
         assert len(session.turns) == 2  # the stopped turn, then the answer
         await agent.aclose()
+
+
+def test_a_state_whose_calls_are_malformed_is_a_typed_error():
+    with ScriptedServer() as server:
+        stop_then_answer(server)
+        agent = Agent("qwen-plus", base_url=server.url, tools=[balance, send_money])
+        result = agent.run_sync("pay bob 20")
+        assert result.state is not None
+        call_id = result.interruptions[0].id
+        for bad in (["not a call"], [{"id": call_id, "function": "send_money"}], "calls"):
+            data = json.loads(result.state.to_json())
+            data["messages"][-1]["tool_calls"] = bad
+            with pytest.raises(UserError, match="run state"):
+                agent.resume_sync(RunState.from_json(json.dumps(data)), approve=[call_id])
+        assert RAN == ["balance"]

@@ -98,3 +98,11 @@ async def test_a_run_passes_its_own_template_variables(openai_server) -> None:
         await plain.run("hi", variables={"customer": "Ada"})
     await agent.aclose()
     await plain.aclose()
+
+
+def test_variables_that_are_not_a_mapping_are_a_usage_error() -> None:
+    from agent import Agent, Template, UserError
+
+    agent = Agent("qwen-plus", base_url="http://127.0.0.1:9/v1", instructions=Template("Hi"))
+    with pytest.raises(UserError, match="variables must be a mapping"):
+        agent.run_sync("hi", variables=["a"])  # type: ignore[arg-type]
