@@ -199,6 +199,8 @@ class Agent:
                 "not know: pass price=Price(input=..., output=...) in CNY per 1M tokens "
                 "(command line: --price INPUT:OUTPUT)"
             )
+        if self.profile.default_settings:
+            self.settings = settings_from(dict(self.profile.default_settings)).merge(self.settings)
         if instructions is None:
             self.instructions = self.profile.default_instructions
         self._system_prompt(ToolRegistry())  # a wrong instructions type fails here, not later

@@ -214,6 +214,26 @@ class RequiredToolCallError(ModelBehaviorError):
         self.text = text
 
 
+class NoAnswerError(ModelBehaviorError):
+    """The model's reply had no answer in it, even when asked again.
+
+    An empty reply, one that is only markup (`<tools></tools>`, a lone tag), a half-written
+    tool call, or one that is wholly a call to a tool not offered is never taken as the answer:
+    the model is told what was wrong and asked again, a bounded number of times.
+    Its last reply is the last message of `.result.messages`.
+
+    Attributes:
+        text: The model's last reply, verbatim.
+        reason: What was wrong with it ("empty", "only markup", "a half-written tool call" or
+            "a call to a tool that is not offered").
+    """
+
+    def __init__(self, message: str, *, text: str = "", reason: str = "") -> None:
+        super().__init__(message)
+        self.text = text
+        self.reason = reason
+
+
 class OutputValidationError(ModelBehaviorError):
     """Structured output did not validate within the retry budget.
 

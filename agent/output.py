@@ -7,6 +7,7 @@ import re
 from pydantic import ValidationError
 
 from agent.errors import (
+    NoAnswerError,
     OutputValidationError,
     RequiredToolCallError,
     TruncatedReplyError,
@@ -16,11 +17,61 @@ from agent.events import TurnEndEvent
 from agent.messages import TurnUsage
 from agent.state import RunProgress
 from agent.streaming import AssistantTurn
+from agent.textcalls import is_markup_only, parse_tool_calls
 from agent.tool import validation_summary
 
-__all__ = ["accept_answer", "record_turn"]
+__all__ = ["accept_answer", "record_turn", "unusable_reason"]
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
+# A `<tool_call>` block opened on a call's body and never closed.
+_HALF_CALL = re.compile(r"<tool_call>\s*(?:\{|<function=)")
+UNUSABLE_RETRIES = 2
+"""How many times a reply without an answer (see `unusable_reason`) is sent back to the model."""
+
+
+def unusable_reason(text: str, tool_names: list[str] | None) -> str | None:
+    """Say why a reply without tool calls cannot be the answer, or None when it can.
+
+    Args:
+        text: The reply's content, after any calls were read out of it.
+        tool_names: The tools offered, when calls written as text are read; else None.
+    """
+    if not text.strip():
+        return "empty"
+    if is_markup_only(text):
+        return "only markup"
+    if tool_names is None:
+        return None
+    if _HALF_CALL.search(text, text.rfind("</tool_call>") + 1):
+        return "a half-written tool call"
+    stray = parse_tool_calls(text, None, mode="auto")
+    if stray.calls and not stray.content:
+        return "a call to a tool that is not offered"
+    return None
+
+
+def _ask_for_an_answer(state: RunProgress, assistant: AssistantTurn, reason: str) -> None:
+    """Send an unusable reply back with what was wrong (bounded), or end the run."""
+    cfg = state.config
+    if state.unusable_replies >= UNUSABLE_RETRIES:
+        raise NoAnswerError(
+            f"the model's reply had no answer in it ({reason}) {state.unusable_replies + 1} "
+            "times; its last reply is in .result.messages",
+            text=assistant.content,
+            reason=reason,
+        )
+    state.unusable_replies += 1
+    if reason in ("a half-written tool call", "a call to a tool that is not offered"):
+        names = ", ".join(cfg.registry.names)
+        fix = (
+            f"To call a tool, write the whole call to one of: {names}. Otherwise answer the "
+            "question in plain text."
+        )
+    else:
+        fix = "Answer the question in plain text, or call a tool if one is needed."
+    state.messages.append(
+        {"role": "user", "content": f"Your last reply had no answer in it ({reason}). {fix}"}
+    )
 
 
 def _check_output(state: RunProgress, assistant: AssistantTurn) -> bool:
@@ -115,12 +166,20 @@ def record_turn(state: RunProgress, assistant: AssistantTurn) -> TurnEndEvent:
 def accept_answer(state: RunProgress, assistant: AssistantTurn) -> bool:
     """Decide whether a reply without tool calls ends the run; if not, ask the model again.
 
+    A reply with no answer in it (`unusable_reason`) is sent back with what was wrong.
+
     Raises:
+        NoAnswerError: The model still gave no answer after being asked again.
         RequiredToolCallError: A tool call was required (emulated) and the model still
             answered without one after being asked again.
         OutputValidationError: Structured output failed validation too many times.
     """
     cfg = state.config
+    reads_calls = cfg.text_tool_calls != "never" and len(cfg.registry) > 0
+    reason = unusable_reason(assistant.content, cfg.registry.names if reads_calls else None)
+    if reason is not None and not (reason == "empty" and state.truncated):
+        _ask_for_an_answer(state, assistant, reason)
+        return False
     if cfg.emulate_required and not state.records:
         if state.required_misses >= cfg.required_retries:
             raise RequiredToolCallError(

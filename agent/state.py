@@ -116,6 +116,7 @@ class RunProgress:
     parsed: Any = None
     output_failures: int = 0
     required_misses: int = 0
+    unusable_replies: int = 0
     truncated: bool = False
     trimmed: int = 0
     checkpointed: int = 0

@@ -20,6 +20,7 @@ __all__ = [
     "ParsedText",
     "StreamScanner",
     "StreamView",
+    "is_markup_only",
     "looks_like_tool_call",
     "parse_tool_calls",
     "repair_json",
@@ -50,6 +51,10 @@ _CALL_ONLY_KEYS = frozenset({"name", "type", "id"})
 _OPENER_RE = re.compile(r"[<`{]")
 _TAG_RE = re.compile(r"[<`]")
 _BACKTICKS_RE = re.compile(r"`+")
+# Tags and whitespace only (`<tools></tools>`, a lone `</tool_call>`), perhaps ending mid-tag.
+_TAG = r"</?[A-Za-z_][\w=.:-]*\s*/?>"
+_MARKUP_RE = re.compile(rf"\s*(?:{_TAG}\s*)+")
+_MARKUP_PREFIX_RE = re.compile(rf"\s*(?:{_TAG}\s*)*(?:</?(?:[A-Za-z_][\w=.:-]*\s*/?)?)?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +236,17 @@ def looks_like_tool_call(text: str, tool_names: Collection[str]) -> bool:
     # Embedded-object search is for prose; here the whole reply must be calls, so it is off.
     content, calls = _scan(body, _Rules(names, embedded=False))
     return bool(calls) and not content.strip()
+
+
+def is_markup_only(text: str, *, partial: bool = False) -> bool:
+    """Tell whether `text` is nothing but tags and whitespace (`<tools></tools>`).
+
+    Such a reply is template debris, not an answer. With `partial`, text that may still become
+    only markup (whitespace, or tags ending in an unfinished one) counts too.
+    """
+    if partial:
+        return _MARKUP_PREFIX_RE.fullmatch(text) is not None
+    return _MARKUP_RE.fullmatch(text) is not None
 
 
 def stream_view(

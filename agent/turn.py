@@ -14,6 +14,7 @@ from agent.errors import ModelError
 from agent.events import AgentEvent, ReasoningDeltaEvent, TextDeltaEvent
 from agent.hooks import ModelReply
 from agent.models.base import ModelRequest, ResponseMeta
+from agent.output import unusable_reason
 from agent.state import RunConfig, RunProgress
 from agent.streaming import (
     AssistantTurn,
@@ -22,7 +23,7 @@ from agent.streaming import (
     build_turn,
     parse_completion,
 )
-from agent.textcalls import Mode, ParsedCall, StreamScanner, parse_tool_calls
+from agent.textcalls import Mode, ParsedCall, StreamScanner, is_markup_only, parse_tool_calls
 
 __all__ = ["model_turn"]
 
@@ -32,6 +33,11 @@ def _mode(cfg: RunConfig) -> Mode | None:
     if cfg.text_tool_calls == "never" or not len(cfg.registry):
         return None
     return "always" if cfg.text_tool_calls == "always" else "auto"
+
+
+def _no_answer(cfg: RunConfig, content: str) -> bool:
+    """Tell whether a reply's text is no answer (it is sent back to the model, not shown)."""
+    return unusable_reason(content, cfg.registry.names if _mode(cfg) else None) is not None
 
 
 def _repeats(call: ParsedCall, natives: list[PendingCall]) -> bool:
@@ -78,7 +84,11 @@ class _ShownText:
     def __init__(self, cfg: RunConfig) -> None:
         mode = _mode(cfg)
         self._scanner = None if mode is None else StreamScanner(cfg.registry.names, mode=mode)
+        self._cfg = cfg
         self._shown: list[str] = []
+        # The start of a reply is held while it may yet be no answer (only markup such as
+        # `<tools></tools>`, or wholly a call to a tool not offered): such a reply is not shown.
+        self._lead: str | None = ""
 
     def feed(self, piece: str) -> str:
         """Take the reply's next piece of text; return the part that may be shown now."""
@@ -90,15 +100,29 @@ class _ShownText:
             delta = self._scanner.take_content()
             if not delta:
                 return ""
+        if self._lead is not None:
+            self._lead += delta
+            if self._may_be_no_answer(self._lead):
+                return ""
+            delta, self._lead = self._lead, None
         self._shown.append(delta)
         return delta
+
+    def _may_be_no_answer(self, lead: str) -> bool:
+        """Tell whether a reply opening like this may turn out to be no answer at all."""
+        if is_markup_only(lead, partial=True):
+            return True
+        # A reply that opens like a call may be wholly one to a tool not offered.
+        return self._scanner is not None and lead.lstrip().startswith(("<tool_call>", "{"))
 
     def finish(self, content: str) -> str:
         """Return the rest of the finished turn's content, not shown yet.
 
         Held-back text that turned out not to be a call comes out here, so the deltas add up
-        to the content.
+        to the content; of a reply with no answer in it (`unusable_reason`), nothing more.
         """
+        if _no_answer(self._cfg, content):
+            return ""
         shown = "".join(self._shown)
         return content[len(shown) :] if content.startswith(shown) else ""
 
@@ -144,8 +168,9 @@ async def _whole(
     )
     if assistant.reasoning:
         yield ReasoningDeltaEvent(assistant.reasoning, turn)
-    if assistant.content and not assistant.calls:
-        yield TextDeltaEvent(assistant.content, turn)
+    text = assistant.content
+    if text and not assistant.calls and not _no_answer(state.config, text):
+        yield TextDeltaEvent(text, turn)
     yield assistant
 
 

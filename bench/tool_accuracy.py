@@ -543,12 +543,12 @@ class RawCapture:
 class QwenloopBackend:
     name = "qwenloop"
 
-    def __init__(self) -> None:
+    def __init__(self, *, guided: bool = True) -> None:
         from agent.models.local import LocalChatModel
 
         # Same conditions as the server: every kernel, no KV snapshots on disk.
         self.model = LocalChatModel(
-            n_ctx=N_CTX, seed=0, extra_buffer_types=True, prompt_cache=False
+            n_ctx=N_CTX, seed=0, extra_buffer_types=True, prompt_cache=False, guided_calls=guided
         )
         self.capture = RawCapture()
 
@@ -821,7 +821,22 @@ async def main() -> None:
     parser.add_argument("--sample-seed", type=int, default=0, help="seed of the question sample")
     parser.add_argument("--chat-format", default=CHAT_FORMAT, help="the server's --chat_format")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT")
+    parser.add_argument(
+        "--tool-guidance",
+        default=None,
+        metavar="TEXT",
+        help="replace qwenloop's tool guidance (agent.models.tool_guide) for this run; '' for none",
+    )
+    parser.add_argument(
+        "--unguided",
+        action="store_true",
+        help="qwenloop without guided calls (no grammar, no tool guidance), as before issue 15",
+    )
     args = parser.parse_args()
+    if args.tool_guidance is not None:
+        import agent.models.tool_guide as tool_guide
+
+        tool_guide.TOOL_GUIDANCE = args.tool_guidance
 
     wheel = bfcl_wheel(cache_dir())
     with zipfile.ZipFile(wheel) as archive:
@@ -840,7 +855,7 @@ async def main() -> None:
     try:
         for name in args.backends:
             backend: Backend = (
-                QwenloopBackend()
+                QwenloopBackend(guided=not args.unguided)
                 if name == "qwenloop"
                 else ServerBackend(model_path, args.chat_format)
             )
@@ -878,6 +893,8 @@ async def main() -> None:
             "model": str(model_path),
             "sampling": {**SAMPLING, **LLAMA_SAMPLING, "tool_choice": "auto"},
             "default_system": DEFAULT_SYSTEM,
+            "guided": not args.unguided,
+            "tool_guidance": args.tool_guidance,
         }
         payload = {"meta": meta, "records": [asdict(record) for record in records]}
         args.json.write_text(json.dumps(payload, ensure_ascii=False, indent=1), encoding="utf-8")

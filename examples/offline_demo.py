@@ -37,12 +37,9 @@ async def ask(agent: Agent, question: str) -> None:
 
 async def main(questions: list[str]) -> int:
     print("Loading the local Qwen model (the first run assembles the weights into a cache) ...")
-    agent = Agent(
-        provider="local",
-        tools=["calculator", "current_time"],
-        settings={"temperature": 0, "seed": 0, "max_tokens": 256},
-        max_turns=4,
-    )
+    # The local model's defaults (instructions, greedy decoding, guided tool calls) are the
+    # same as `qwenloop run --provider local` uses.
+    agent = Agent(provider="local", tools=["calculator", "current_time"])
     try:
         for question in questions:
             await ask(agent, question)

@@ -62,6 +62,7 @@ class FakeLlama:
         self.closed = False
         self.seed: int | None = None
         self.lock = threading.Lock()
+        self.script: tuple[list[int], bytes] | None = None  # the prompt and reply under way
         FakeLlama.instances.append(self)
 
     def tokenize(self, data: bytes, add_bos: bool = True, special: bool = True) -> list[int]:
@@ -86,9 +87,17 @@ class FakeLlama:
         self.seed = seed
 
     def generate(self, tokens: list[int], **sampling: Any) -> Iterator[int]:
-        self.prompts.append(bytes(tokens).decode("utf-8"))
         self.sampling.append(sampling)
-        reply = self.replies.pop(0) if self.replies else "ok"
+        script = self.script
+        done = len(tokens) - len(script[0]) if script is not None else 0
+        if script is not None and done > 0 and tokens == script[0] + list(script[1][:done]):
+            # A guided call restarts generation from the prompt plus the reply so far: the
+            # scripted reply goes on where it stopped.
+            reply = script[1][done:].decode("utf-8")
+        else:
+            self.prompts.append(bytes(tokens).decode("utf-8"))
+            reply = self.replies.pop(0) if self.replies else "ok"
+            self.script = (list(tokens), reply.encode("utf-8"))
         with self.lock:
             self.active += 1
             self.max_active = max(self.max_active, self.active)
@@ -110,6 +119,8 @@ class FakeLlama:
 
 @pytest.fixture
 def fake_llama(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> type[FakeLlama]:
+    import llama_cpp.llama_grammar as real_grammar  # before the stand-in takes its place
+
     module = types.ModuleType("llama_cpp")
     module.Llama = FakeLlama  # type: ignore[attr-defined]
     module.llama_model_get_vocab = lambda model: "vocab"  # type: ignore[attr-defined]
@@ -129,6 +140,8 @@ def fake_llama(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> type[FakeLlam
             return cls("schema:" + schema)
 
     grammar_module.LlamaGrammar = FakeGrammar  # type: ignore[attr-defined]
+    # The schema-to-grammar converter is pure Python: the real one writes the call grammar.
+    grammar_module.SchemaConverter = real_grammar.SchemaConverter  # type: ignore[attr-defined]
     grammar_module.JSON_GBNF = "json-gbnf"  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "llama_cpp", module)
     monkeypatch.setitem(sys.modules, "llama_cpp.llama_grammar", grammar_module)
@@ -223,7 +236,9 @@ REPLIES = [
 async def test_stream_assembles_to_complete(
     fake_llama: type[FakeLlama], gguf: Path, reply: str
 ) -> None:
-    model = LocalChatModel(str(gguf))
+    # Unguided, so every form the text parser reads reaches it as scripted (guided calls are
+    # rewritten into <tool_call> blocks first: tested below).
+    model = LocalChatModel(str(gguf), guided_calls=False)
     body, chunks = await both(model, fake_llama, reply, request([CALC], temperature=0))
     message, finish, usage = assemble(chunks)
     choice = body["choices"][0]
@@ -236,7 +251,7 @@ async def test_stream_assembles_to_complete(
 
 
 async def test_complete_reads_a_fenced_call(fake_llama: type[FakeLlama], gguf: Path) -> None:
-    model = LocalChatModel(str(gguf), model_name="tiny")
+    model = LocalChatModel(str(gguf), model_name="tiny", guided_calls=False)
     fake_llama.replies.append(REPLIES[1])
     response = await model.complete(request([CALC]))
     body = response.body
@@ -442,6 +457,96 @@ async def test_json_response_format_uses_a_grammar(fake_llama: type[FakeLlama], 
     assert grammars[0].source == "json-gbnf"
     assert grammars[1].source == "schema:" + json.dumps(schema)
     assert grammars[2] is None  # tools offered: a grammar would forbid calling them
+    await model.aclose()
+
+
+async def test_a_started_call_goes_on_under_the_tools_grammar(
+    fake_llama: type[FakeLlama], gguf: Path
+) -> None:
+    weather = {
+        "type": "function",
+        "function": {
+            "name": "weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+                "required": ["city"],
+            },
+        },
+    }
+    model = LocalChatModel(str(gguf))
+    fake_llama.replies.extend(
+        [
+            "Checking.\n<tool_call>\n"
+            '{"name": "weather", "arguments": {"city": "Oslo"}}\n</tool_call>\n<tool_call>\n'
+            '{"name": "calculator", "arguments": {"expression": "1+1"}}\n</tool_call>',
+            "No call here: <tool_call is not a tag.",
+        ]
+    )
+    body = (await model.complete(request([CALC, weather]))).body
+    message = body["choices"][0]["message"]
+    assert [c["function"]["name"] for c in message["tool_calls"]] == ["weather", "calculator"]
+    fake = fake_llama.instances[0]
+    # Free until the model wrote "<tool_call>"; from there under the call grammar.
+    assert fake.sampling[0]["grammar"] is None
+    grammar = fake.sampling[1]["grammar"].source
+    assert fake.prompts[0].endswith("<|im_start|>assistant\n")
+    assert '"\\"weather\\""' in grammar and '"\\"calculator\\""' in grammar
+    assert '"\\"city\\""' in grammar and "root ::=" in grammar
+    await model.complete(request([CALC, weather]))
+    assert len(fake.sampling) == 3 and fake.sampling[2]["grammar"] is None  # prose: never guided
+    unguided = LocalChatModel(str(gguf), guided_calls=False)
+    fake_llama.replies.append('<tool_call>\n{"name": "calculator", "arguments": {}}\n</tool_call>')
+    await unguided.complete(request([CALC]))
+    assert [s["grammar"] for s in fake_llama.instances[1].sampling] == [None]
+    await model.aclose()
+    await unguided.aclose()
+
+
+async def test_a_call_opened_as_a_json_fence_is_written_again_as_a_guided_block(
+    fake_llama: type[FakeLlama], gguf: Path
+) -> None:
+    model = LocalChatModel(str(gguf))
+    block = '\n{"name": "calculator", "arguments": {"expression": "2+2"}}\n</tool_call>'
+    # The model opens a fence; once `{"name":` shows it is a call, generation restarts from
+    # the prompt plus "<tool_call>" under the grammar (the stand-in's next script).
+    fence = '```json\n{\n  "name": "calculator", "arguments": {"expression": "2+2"}}\n```'
+    fake_llama.replies.extend([fence, block, fence, block, "```python\nprint(1)\n```"])
+    body = (await model.complete(request([CALC]))).body
+    message = body["choices"][0]["message"]
+    assert message["content"] is None
+    assert [json.loads(c["function"]["arguments"]) for c in message["tool_calls"]] == [
+        {"expression": "2+2"}
+    ]
+    fake = fake_llama.instances[0]
+    assert fake.prompts[1] == fake.prompts[0] + "<tool_call>"
+    assert fake.sampling[0]["grammar"] is None and fake.sampling[1]["grammar"] is not None
+    # Streamed, nothing of the fence is ever shown.
+    chunks = [chunk async for chunk in model.stream(request([CALC]), ResponseMeta())]
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    assert not any(d.get("content") for d in deltas)
+    assert [d["tool_calls"][0]["function"]["name"] for d in deltas if "tool_calls" in d] == [
+        "calculator"
+    ]
+    # Code that is not a call is left alone.
+    code = (await model.complete(request([CALC]))).body["choices"][0]["message"]
+    assert code["content"] == "```python\nprint(1)\n```" and "tool_calls" not in code
+    assert fake.sampling[-1]["grammar"] is None
+    await model.aclose()
+
+
+async def test_a_call_repeated_word_for_word_in_one_reply_is_sent_once(
+    fake_llama: type[FakeLlama], gguf: Path
+) -> None:
+    model = LocalChatModel(str(gguf), guided_calls=False)
+    call = '<tool_call>\n{"name": "calculator", "arguments": {"expression": "2+2"}}\n</tool_call>'
+    other = call.replace("2+2", "3+3")
+    fake_llama.replies.append("\n".join([call, other, call]))
+    message = (await model.complete(request([CALC]))).body["choices"][0]["message"]
+    assert [json.loads(c["function"]["arguments"]) for c in message["tool_calls"]] == [
+        {"expression": "2+2"},
+        {"expression": "3+3"},
+    ]
     await model.aclose()
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from agent import RunEndEvent, TextDeltaEvent, tool
+from agent import NoAnswerError, RunEndEvent, TextDeltaEvent, tool
 from agent.testing import (
     Reply,
     stream_text_reply,
@@ -180,13 +180,19 @@ async def test_xml_value_that_does_not_parse_stays_a_string(openai_server, make_
 
 
 @both
-async def test_xml_naming_an_unknown_tool_stays_text(openai_server, make_agent, stream):
+async def test_a_reply_that_is_only_a_call_to_an_unknown_tool_is_sent_back(
+    openai_server, make_agent, stream
+):
     text = XML_WEATHER.replace("get_weather", "launch_rocket")
-    openai_server.script(reply(text, stream))
+    openai_server.script(reply(text, stream), reply("I cannot launch rockets.", stream))
     result, shown = await run(make_agent(get_weather), "Go", stream)
-    assert result.output == text and result.tool_calls == []
+    assert result.output == "I cannot launch rockets." and result.tool_calls == []
+    # Never run, never shown as the answer: the model hears what was wrong and what exists.
+    nudge = openai_server.requests[1].json["messages"][-1]
+    assert nudge["role"] == "user" and "not offered" in nudge["content"]
+    assert "get_weather" in nudge["content"]
     if stream:
-        assert shown == {1: text}
+        assert shown == {2: "I cannot launch rockets."}
 
 
 def native_and_text(stream: bool, content: str) -> Reply:
@@ -297,3 +303,42 @@ async def test_streamed_and_whole_runs_end_in_the_same_messages(openai_server, m
     assert without_ids(streamed.messages) == without_ids(whole.messages)
     assert [c.arguments["city"] for c in whole.tool_calls] == ["Paris", "New York", "London"]
     assert whole.messages[1]["content"] == PROSE
+
+
+@both
+@pytest.mark.parametrize(
+    ("junk", "reason"),
+    [
+        ("<tools></tools>", "only markup"),
+        ("   \n", "empty"),
+        ("</tool_call>", "only markup"),
+        ('Let me work it out.\n<tool_call>\n{"name": "get_weather", "argu', "half-written"),
+    ],
+    ids=["empty-tag-pair", "blank", "lone-tag", "half-call"],
+)
+async def test_a_reply_with_no_answer_is_sent_back_and_never_shown(
+    openai_server, make_agent, stream, junk, reason
+):
+    openai_server.script(reply(junk, stream), reply("It is sunny.", stream))
+    result, shown = await run(make_agent(get_weather), "Weather?", stream)
+    assert result.output == "It is sunny." and result.tool_calls == []
+    nudge = openai_server.requests[1].json["messages"][-1]
+    assert nudge["role"] == "user" and reason in nudge["content"]
+    if stream and reason != "half-written":  # the prose before a half call was shown, no more
+        assert shown == {2: "It is sunny."}
+    if stream:
+        assert no_markup(shown)
+
+
+@both
+async def test_no_answer_after_being_asked_again_is_a_typed_error_with_the_run(
+    openai_server, make_agent, stream
+):
+    openai_server.script(*(reply("<tools></tools>", stream) for _ in range(3)))
+    with pytest.raises(NoAnswerError) as caught:
+        await run(make_agent(get_weather), "Weather?", stream)
+    error = caught.value
+    assert error.reason == "only markup" and error.text == "<tools></tools>"
+    assert len(openai_server.requests) == 3
+    assert error.result is not None
+    assert error.result.messages[-1] == {"role": "assistant", "content": "<tools></tools>"}

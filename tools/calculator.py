@@ -301,7 +301,7 @@ def format_number(value: Number) -> str:
 
 @tool(timeout=5)
 def calculator(expression: str) -> str:
-    """Evaluate an arithmetic expression exactly, e.g. "(2.5 + 3) * 4 ** 2" or "sqrt(2) / 2".
+    """Evaluate an arithmetic expression exactly: use it for every calculation and conversion.
 
     Supports + - * / // % ** (or ^), parentheses, pi, e, tau, and the functions sqrt, sin, cos,
     tan, asin, acos, atan, atan2, sinh, cosh, tanh, log (natural, or log(x, base)), ln, log10,

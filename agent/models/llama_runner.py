@@ -26,7 +26,15 @@ from typing import Any
 
 from agent.errors import BadRequestError, ConfigError
 
-__all__ = ["LlamaRunner", "Outcome", "PromptCache", "Sampling", "open_llama", "require_llama_cpp"]
+__all__ = [
+    "CallGuide",
+    "LlamaRunner",
+    "Outcome",
+    "PromptCache",
+    "Sampling",
+    "open_llama",
+    "require_llama_cpp",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +58,26 @@ class Sampling:
     max_tokens: int | None
     stop: list[str]
     response_format: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallGuide:
+    """Where guided generation starts and what it allows from there.
+
+    Attributes:
+        grammar: GBNF (start rule `root`) for the text that follows the trigger.
+        trigger: The text after which the grammar applies (a tool call's opening tag).
+        thinking: The prompt opened a `<think>` block. A trigger inside a reasoning block does
+            not count: a call the model only thinks about is not forced.
+        aliases: Other ways a reply may open a call, without whitespace (`{"name":` for a
+            bare JSON object, say). A reply that opens like one is held back, and once it
+            matches is written again from the trigger on, under the grammar.
+    """
+
+    grammar: str
+    trigger: str
+    thinking: bool = False
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -135,6 +163,7 @@ class LlamaRunner:
         self.chat_template: str | None = None
         self.special_tokens: dict[str, str] = {}
         self._is_eog: Callable[[int], bool] = lambda token: False
+        self._grammars: dict[str, Any] = {}  # grammar text -> compiled, or None when invalid
 
     @property
     def loaded(self) -> bool:
@@ -186,10 +215,14 @@ class LlamaRunner:
         cancel: threading.Event,
         *,
         constrain_json: bool = True,
+        guide: CallGuide | None = None,
     ) -> None:
         """Generate a reply to `prompt`, passing text to `emit` as it is decided.
 
         Text that may be the start of a stop string is held back until it is known not to be.
+        With a `guide`, generation is free until the model writes the guide's trigger; from
+        there it goes on under the guide's grammar (the KV cache carries over, so the switch
+        costs one token's evaluation).
 
         Args:
             prompt: The rendered prompt.
@@ -198,6 +231,7 @@ class LlamaRunner:
             emit: Receives each new piece of text.
             cancel: Set by the caller to stop at the next token.
             constrain_json: Enforce a JSON `response_format` with a grammar.
+            guide: Constrain what follows a trigger (a tool call's opening tag).
 
         Raises:
             BadRequestError: The prompt does not fit the context window.
@@ -227,7 +261,10 @@ class LlamaRunner:
         outcome.finish_reason = "length"
         generated = 0
         stopped_by_string = False
-        for token in self._tokens(tokens, sampling, grammar):
+        switch = _GuideSwitch(guide, self._guide_grammar(guide) if grammar is None else None)
+        reply: list[int] = []
+        source = self._tokens(tokens, sampling, grammar)
+        while (token := next(source, None)) is not None:
             if cancel.is_set():
                 outcome.finish_reason = "cancelled"
                 break
@@ -235,6 +272,7 @@ class LlamaRunner:
                 outcome.finish_reason = "stop"
                 break
             generated += 1
+            reply.append(int(token))
             text += decoder.decode(llama.detokenize([token]))
             cut = _find_stop(text, sampling.stop, shown, longest_stop)
             if cut is not None:
@@ -242,13 +280,25 @@ class LlamaRunner:
                 outcome.finish_reason = "stop"
                 stopped_by_string = True
                 break
+            action = switch.advance(text) if switch.grammar is not None else None
+            if action == "alias":
+                # A call opened in another form is written again as the template's own block
+                # (nothing of it was shown).
+                text, shown = switch.trigger, 0
+                reply = llama.tokenize(switch.trigger.encode("utf-8"), add_bos=False, special=True)
+                decoder.reset()
+            if action in ("alias", "trigger"):
+                # From here on only what the guide allows: restart under its grammar.
+                source.close()
+                source = self._tokens(tokens + reply, sampling, switch.take_grammar())
             # Hold back a tail that may be the start of a stop string.
             visible = len(text) - _stop_prefix_len(text, sampling.stop)
-            if visible > shown:
+            if visible > shown and action != "hold":
                 emit(text[shown:visible])
                 shown = visible
             if generated >= limit:
                 break
+        source.close()
         if not stopped_by_string:
             text += decoder.decode(b"", final=True)  # a character cut short becomes U+FFFD
         if len(text) > shown:
@@ -257,6 +307,16 @@ class LlamaRunner:
         evaluated = outcome.prompt_tokens - outcome.cached_tokens
         if self.prompt_cache is not None and evaluated >= PromptCache.MIN_NEW_TOKENS:
             self.prompt_cache.save(llama)
+
+    def _guide_grammar(self, guide: CallGuide | None) -> Any:
+        """Return the guide's compiled grammar, or None when there is none or it is invalid."""
+        if guide is None:
+            return None
+        if guide.grammar not in self._grammars:
+            if len(self._grammars) >= 32:
+                self._grammars.clear()
+            self._grammars[guide.grammar] = _compile_grammar(self.llama, guide.grammar)
+        return self._grammars[guide.grammar]
 
     def _tokens(self, prompt: list[int], sampling: Sampling, grammar: Any) -> Iterator[int]:
         # llama.generate keeps the KV cache of the longest prefix this prompt shares with the
@@ -475,6 +535,63 @@ def _grammar(response_format: dict[str, Any] | None) -> Any:
             with contextlib.suppress(ValueError, RuntimeError):
                 return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
     return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+
+
+def _compile_grammar(llama: Any, text: str) -> Any:
+    """Compile GBNF for llama.cpp, checking first that llama.cpp accepts it (None if not).
+
+    llama-cpp-python hands a grammar to llama.cpp only when sampling starts, and a grammar
+    llama.cpp rejects would then crash the sampler chain; it is parsed once here instead.
+    """
+    import llama_cpp
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    init = getattr(llama_cpp, "llama_sampler_init_grammar", None)
+    get_vocab = getattr(llama_cpp, "llama_model_get_vocab", None)
+    if init is not None and get_vocab is not None:
+        sampler = init(get_vocab(llama.model), text.encode("utf-8"), b"root")
+        if not sampler:
+            logger.warning("llama.cpp rejected a tool-call grammar; calls are not guided")
+            return None
+        llama_cpp.llama_sampler_free(sampler)
+    return LlamaGrammar.from_string(text, verbose=False)
+
+
+class _GuideSwitch:
+    """When a reply's generation goes over to the guide's grammar (see `CallGuide`)."""
+
+    def __init__(self, guide: CallGuide | None, grammar: Any) -> None:
+        self.grammar = grammar if guide is not None else None
+        self.trigger = guide.trigger if guide is not None else ""
+        self._guide = guide
+        # Only a reply's very start may be a call in another form, and not after reasoning.
+        self._opening = guide is not None and bool(guide.aliases) and not guide.thinking
+
+    def advance(self, text: str) -> str | None:
+        """Classify the reply so far and say what to do.
+
+        Returns:
+            "trigger" or "alias" (switch to the grammar now), "hold" (show nothing yet: it
+            may be a call in another form), or None (go on).
+        """
+        guide = self._guide
+        assert guide is not None
+        if self._opening:
+            squeezed = "".join(text.split())
+            if any(squeezed.startswith(alias) for alias in guide.aliases):
+                return "alias"
+            if any(alias.startswith(squeezed) for alias in guide.aliases):
+                return "hold"
+            self._opening = False
+        if not text.endswith(guide.trigger):
+            return None
+        reasoning = guide.thinking or "<think>" in text
+        return "trigger" if not reasoning or "</think>" in text else None
+
+    def take_grammar(self) -> Any:
+        """Return the grammar to switch to; the switch happens once."""
+        grammar, self.grammar, self._opening = self.grammar, None, False
+        return grammar
 
 
 def _find_stop(text: str, stops: list[str], shown: int, longest: int) -> int | None:

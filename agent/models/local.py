@@ -26,11 +26,19 @@ from agent.models.base import ModelRequest, ModelResponse, ResponseMeta
 from agent.models.chat_template import ChatTemplate
 from agent.models.cpu_guard import CpuGuard
 from agent.models.llama_runner import (
+    CallGuide,
     LlamaRunner,
     Outcome,
     PromptCache,
     Sampling,
     require_llama_cpp,
+)
+from agent.models.tool_guide import (
+    CALL_ALIASES,
+    CALL_OPEN,
+    add_tool_guidance,
+    call_grammar,
+    writes_hermes_calls,
 )
 from agent.models.weights import default_cache_dir, resolve_model_path
 from agent.textcalls import ParsedText, StreamScanner, parse_tool_calls
@@ -64,6 +72,7 @@ class _Prepared:
     tool_schemas: dict[str, Any]  # name -> JSON schema of its arguments, to type XML calls
     sampling: Sampling
     text_prefix: str  # "<think>" when the template opened a reasoning block itself
+    guide: CallGuide | None  # the grammar a tool call is held to, once the model opens one
     completion_id: str = field(default_factory=lambda: f"chatcmpl-local-{uuid.uuid4().hex[:24]}")
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -98,6 +107,7 @@ class LocalChatModel:
         extra_buffer_types: bool | None = None,
         cpu_guard: CpuGuard | None = None,
         prompt_cache: bool | str | os.PathLike[str] = True,
+        guided_calls: bool = True,
     ) -> None:
         """Configure the model; nothing is loaded until the first request.
 
@@ -116,6 +126,12 @@ class LocalChatModel:
             prompt_cache: Keep snapshots of the KV cache on disk, so a new process does not
                 read the same system prompt and tools again: True for `kv/` in the model cache
                 (`$QWENLOOP_CACHE`, else `~/.cache/qwenloop`), a directory, or False.
+            guided_calls: Guide tool calls (`agent.models.tool_guide`): the tool section of the
+                prompt says when to call and when to answer directly, and once the model opens
+                a `<tool_call>` block the rest of the reply is held to well-formed calls to the
+                offered tools, their arguments matching each tool's schema (a llama.cpp
+                grammar; prose stays free). Only for chat templates that write JSON calls in
+                `<tool_call>` blocks (Qwen2.5, Qwen3).
         """
         self.model_name = model_name
         self.provider = "local"
@@ -133,6 +149,8 @@ class LocalChatModel:
         self._resolved_path: Path | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._running: set[threading.Event] = set()
+        self._guided_calls = guided_calls
+        self._guides: dict[str, CallGuide] = {}
 
     @property
     def model_path(self) -> Path | None:
@@ -271,6 +289,8 @@ class LocalChatModel:
         tools = _offered_tools(request.tools, options.get("tool_choice"))
         assert self._template is not None  # set by _load_sync
         prompt = self._template.render(request.messages, tools, options)
+        if tools and self._guided_calls and writes_hermes_calls(self._template.source):
+            prompt = add_tool_guidance(prompt)
         functions = [tool.get("function", {}) for tool in tools or []]
         names = [str(f.get("name", "")) for f in functions]
         schemas = {str(f.get("name", "")): f.get("parameters") or {} for f in functions}
@@ -282,7 +302,26 @@ class LocalChatModel:
             tool_schemas=schemas,
             sampling=sampling,
             text_prefix=prefix,
+            guide=self._guide(functions, thinking=bool(prefix)),
         )
+
+    def _guide(self, functions: list[dict[str, Any]], *, thinking: bool) -> CallGuide | None:
+        """Return the grammar that holds a started call to these tools, if calls are guided."""
+        assert self._template is not None
+        if not functions or not self._guided_calls:
+            return None
+        if not writes_hermes_calls(self._template.source):
+            return None
+        key = json.dumps([functions, thinking], sort_keys=True, default=str)
+        guide = self._guides.get(key)
+        if guide is None:
+            if len(self._guides) >= 32:
+                self._guides.clear()
+            guide = CallGuide(
+                call_grammar(functions), CALL_OPEN, thinking=thinking, aliases=CALL_ALIASES
+            )
+            self._guides[key] = guide
+        return guide
 
     def _sampling(self, options: dict[str, Any], *, has_tools: bool) -> Sampling:
         def number(key: str, *aliases: str) -> float:
@@ -334,6 +373,7 @@ class LocalChatModel:
                     lambda text: post("piece", text),
                     cancel,
                     constrain_json=not prepared.tool_names,
+                    guide=prepared.guide,
                 )
             except Exception as exc:  # re-raised on the event loop
                 post("error", exc)
@@ -356,8 +396,6 @@ class LocalChatModel:
             # Also reached when the consumer stops early: the worker stops at its next token.
             cancel.set()
             self._running.discard(cancel)
-
-    # -- worker-thread side ----------------------------------------------------------------
 
     # -- worker-thread side ----------------------------------------------------------------
 
@@ -426,16 +464,18 @@ def _assistant_message(parsed: ParsedText, finish_reason: str) -> tuple[dict[str
         finish_reason = "stop"
     if parsed.calls:
         message["content"] = parsed.content or None
+        # A small model sometimes writes the same call again in one reply: it is sent once.
+        calls = {
+            (call.name, json.dumps(call.arguments, ensure_ascii=False)): None
+            for call in parsed.calls
+        }
         message["tool_calls"] = [
             {
                 "id": f"call_{uuid.uuid4().hex[:8]}",
                 "type": "function",
-                "function": {
-                    "name": call.name,
-                    "arguments": json.dumps(call.arguments, ensure_ascii=False),
-                },
+                "function": {"name": name, "arguments": arguments},
             }
-            for call in parsed.calls
+            for name, arguments in calls
         ]
         finish_reason = "tool_calls"
     if parsed.reasoning:

@@ -11,6 +11,7 @@ Users can override any field: `Agent(..., profile={"parallel_tool_calls_default"
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -81,6 +82,8 @@ class ModelProfile:
         explicit_cache: The endpoint honours `cache_control` markers in message parts.
         send_reasoning: Earlier turns' `reasoning_content` must go back on tool-call turns.
         default_instructions: The system prompt used when the agent is given none.
+        default_settings: Request settings used where the agent and the run set none (the
+            embedded model decodes greedily by default, for instance).
         price: A flat price that replaces the catalogue's (tiers and all); None: the
             catalogue's, where it has one.
         sources: Where the provider's and the model's facts come from.
@@ -111,6 +114,7 @@ class ModelProfile:
     explicit_cache: bool = False
     send_reasoning: bool = False
     default_instructions: str | None = None
+    default_settings: Mapping[str, Any] = field(default_factory=dict)
     price: Price | None = None
     sources: tuple[str, ...] = field(default=())
 
