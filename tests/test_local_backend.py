@@ -535,6 +535,22 @@ async def test_a_call_opened_as_a_json_fence_is_written_again_as_a_guided_block(
     await model.aclose()
 
 
+async def test_guided_generation_stops_when_the_model_repeats_a_call(
+    fake_llama: type[FakeLlama], gguf: Path
+) -> None:
+    model = LocalChatModel(str(gguf))
+    block = '<tool_call>\n{"name": "calculator", "arguments": {"expression": "%s"}}\n</tool_call>'
+    fake_llama.replies.append("\n".join(block % e for e in ("1+1", "2+2", "1+1", "3+3")))
+    message = (await model.complete(request([CALC]))).body["choices"][0]["message"]
+    assert [json.loads(c["function"]["arguments"]) for c in message["tool_calls"]] == [
+        {"expression": "1+1"},
+        {"expression": "2+2"},
+    ]
+    fake = fake_llama.instances[0]
+    assert fake.yielded == len("\n".join(block % e for e in ("1+1", "2+2", "1+1")))
+    await model.aclose()
+
+
 async def test_a_call_repeated_word_for_word_in_one_reply_is_sent_once(
     fake_llama: type[FakeLlama], gguf: Path
 ) -> None:

@@ -67,6 +67,8 @@ class CallGuide:
     Attributes:
         grammar: GBNF (start rule `root`) for the text that follows the trigger.
         trigger: The text after which the grammar applies (a tool call's opening tag).
+        close: The text that ends one call (its closing tag): a call identical to an earlier
+            one ends generation.
         thinking: The prompt opened a `<think>` block. A trigger inside a reasoning block does
             not count: a call the model only thinks about is not forced.
         aliases: Other ways a reply may open a call, without whitespace (`{"name":` for a
@@ -76,6 +78,7 @@ class CallGuide:
 
     grammar: str
     trigger: str
+    close: str = ""
     thinking: bool = False
     aliases: tuple[str, ...] = ()
 
@@ -290,7 +293,10 @@ class LlamaRunner:
             if action in ("alias", "trigger"):
                 # From here on only what the guide allows: restart under its grammar.
                 source.close()
-                source = self._tokens(tokens + reply, sampling, switch.take_grammar())
+                source = self._tokens(tokens + reply, sampling, switch.take_grammar(len(text)))
+            elif switch.repeats(text):
+                outcome.finish_reason = "stop"  # the model began to go round in circles
+                break
             # Hold back a tail that may be the start of a stop string.
             visible = len(text) - _stop_prefix_len(text, sampling.stop)
             if visible > shown and action != "hold":
@@ -566,6 +572,7 @@ class _GuideSwitch:
         self._guide = guide
         # Only a reply's very start may be a call in another form, and not after reasoning.
         self._opening = guide is not None and bool(guide.aliases) and not guide.thinking
+        self._guided_from: int | None = None  # where the guided text starts, once it does
 
     def advance(self, text: str) -> str | None:
         """Classify the reply so far and say what to do.
@@ -588,10 +595,24 @@ class _GuideSwitch:
         reasoning = guide.thinking or "<think>" in text
         return "trigger" if not reasoning or "</think>" in text else None
 
-    def take_grammar(self) -> Any:
-        """Return the grammar to switch to; the switch happens once."""
+    def take_grammar(self, at: int) -> Any:
+        """Return the grammar to switch to at text offset `at`; the switch happens once."""
         grammar, self.grammar, self._opening = self.grammar, None, False
+        self._guided_from = at - len(self.trigger)
         return grammar
+
+    def repeats(self, text: str) -> bool:
+        """Tell whether the guided text just closed a call identical to an earlier one.
+
+        The grammar lets calls follow calls; a small model sometimes writes the same one over
+        and over until the token limit. Generation stops at the first repeat (the reply's
+        parser keeps each call once).
+        """
+        guide = self._guide
+        if self._guided_from is None or guide is None or not text.endswith(guide.close):
+            return False
+        start = text.rfind(guide.trigger)
+        return text.find(text[start:], self._guided_from) < start
 
 
 def _find_stop(text: str, stops: list[str], shown: int, longest: int) -> int | None:

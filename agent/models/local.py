@@ -35,6 +35,7 @@ from agent.models.llama_runner import (
 )
 from agent.models.tool_guide import (
     CALL_ALIASES,
+    CALL_CLOSE,
     CALL_OPEN,
     add_tool_guidance,
     call_grammar,
@@ -318,7 +319,11 @@ class LocalChatModel:
             if len(self._guides) >= 32:
                 self._guides.clear()
             guide = CallGuide(
-                call_grammar(functions), CALL_OPEN, thinking=thinking, aliases=CALL_ALIASES
+                call_grammar(functions),
+                CALL_OPEN,
+                CALL_CLOSE,
+                thinking=thinking,
+                aliases=CALL_ALIASES,
             )
             self._guides[key] = guide
         return guide
