@@ -147,7 +147,8 @@ MONTHS = (
 # -- checking --------------------------------------------------------------------------------
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?")
-_CLOCK = re.compile(r"\b(\d{1,2}):(\d{2})(?::\d{2})?\s*([AaPp]\.?[Mm]\.?)?")
+# A time of day, also inside an ISO timestamp ("2026-11-30T02:16:17+00:00").
+_CLOCK = re.compile(r"(?<!\d)(\d{1,2}):(\d{2})(?::\d{2})?\s*([AaPp]\.?[Mm]\.?)?")
 
 
 def numbers_in(text: str) -> list[float]:
@@ -258,6 +259,8 @@ class Record:
     turns: list[float] = field(default_factory=list)
     seconds: float = 0.0
     reason: str = ""
+    started: str = ""  # UTC, ISO: the time questions are checked against this run's minutes
+    ended: str = ""
 
 
 async def ask(agent: Agent, timer: TurnTimer, question: Question) -> Record:
@@ -275,7 +278,9 @@ async def ask(agent: Agent, timer: TurnTimer, question: Question) -> Record:
         record.output = result.output
         record.calls = [{"name": c.name, "arguments": c.arguments} for c in result.tool_calls]
     record.turns = list(timer.turns)
-    record.reason = verdict(question, record, started_at, datetime.now(UTC))
+    ended_at = datetime.now(UTC)
+    record.started, record.ended = started_at.isoformat(), ended_at.isoformat()
+    record.reason = verdict(question, record, started_at, ended_at)
     return record
 
 

@@ -5,6 +5,7 @@ Usage:
     python bench/tool_accuracy.py                          # 50 per category, both backends
     python bench/tool_accuracy.py --per-category 2 --json /tmp/acc.json
     python bench/tool_accuracy.py --categories simple,irrelevance --backends qwenloop
+    python bench/tool_accuracy.py --per-category 20 --backends qwenloop --unguided  # before
 
 Questions come from the Berkeley Function Calling Leaderboard (BFCL), read straight out of the
 `bfcl-eval` wheel (pinned below; downloaded once with `pip download --no-deps` into
@@ -16,7 +17,9 @@ Backends, the same GGUF weights behind both, asked alternately question by quest
 noise hits both alike:
 
 - `qwenloop`: `LocalChatModel.complete` in this process (the model's own chat template, calls
-  parsed from the text by `agent.textcalls`).
+  parsed from the text by `agent.textcalls`), with guided calls, tool guidance and the relevance
+  gate as shipped (`agent.models.tool_guide`); `--unguided` turns all three off, which is how
+  qwenloop ran before them.
 - `llama-server`: llama-cpp-python's OpenAI-compatible server (`python -m llama_cpp.server`,
   needs `llama-cpp-python[server]`) with `--chat_format chatml-function-calling`, the only
   format it ships for OpenAI-style `tools` on a ChatML model (the `functionary*` ones are for
@@ -830,7 +833,7 @@ async def main() -> None:
     parser.add_argument(
         "--unguided",
         action="store_true",
-        help="qwenloop without guided calls (no grammar, no tool guidance), as before issue 15",
+        help="qwenloop without guided calls, tool guidance or the relevance gate",
     )
     args = parser.parse_args()
     if args.tool_guidance is not None:

@@ -566,6 +566,83 @@ async def test_a_call_repeated_word_for_word_in_one_reply_is_sent_once(
     await model.aclose()
 
 
+class GatedLlama(FakeLlama):
+    """A stand-in whose "yes", "Yes", "no" and "No" are single tokens with scripted logits."""
+
+    WORDS: ClassVar[dict[bytes, int]] = {b"yes": 2001, b"Yes": 2002, b"no": 2003, b"No": 2004}
+    odds: ClassVar[float] = 0.5  # P(yes)
+
+    def __init__(self, model_path: str, **settings: Any) -> None:
+        super().__init__(model_path, **settings)
+        self.ctx = object()
+        self.evaluated: list[str] = []
+
+    def tokenize(self, data: bytes, add_bos: bool = True, special: bool = True) -> list[int]:
+        return [self.WORDS[data]] if data in self.WORDS else super().tokenize(data, add_bos)
+
+    def eval(self, tokens: list[int]) -> None:
+        self.evaluated.append(bytes(tokens).decode("utf-8"))
+
+
+async def test_the_gate_answers_without_tools_when_the_model_says_none_fits(
+    fake_llama: type[FakeLlama], gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import math
+
+    def logits(ctx: object, index: int) -> dict[int, float]:
+        yes = math.log(GatedLlama.odds / 2)
+        no = math.log((1 - GatedLlama.odds) / 2)
+        return {2001: yes, 2002: yes, 2003: no, 2004: no}
+
+    monkeypatch.setattr(sys.modules["llama_cpp"], "Llama", GatedLlama, raising=False)
+    monkeypatch.setattr(sys.modules["llama_cpp"], "llama_get_logits_ith", logits, raising=False)
+    model = LocalChatModel(str(gguf), tool_gate=0.66)
+    fake_llama.replies.extend(["Paris.", "Paris.", "Paris.", "It is 4."])
+    for odds in (0.3, 0.9):
+        monkeypatch.setattr(GatedLlama, "odds", odds)
+        await model.complete(request([CALC], content="Capital of France?"))
+    fake = fake_llama.instances[0]
+    assert isinstance(fake, GatedLlama)
+    asked = fake.evaluated
+    assert len(asked) == 2 and all("Can one of the functions above do" in q for q in asked)
+    assert "# Tools" in asked[0] and "Capital of France?" in asked[0]
+    # P(yes) 0.3: answered without tools (no tool section, no grammar); 0.9: with them.
+    assert "# Tools" not in fake.prompts[0] and "# Tools" in fake.prompts[1]
+    # tool_choice other than auto, and turns after a tool result, are not gated.
+    await model.complete(
+        request([CALC], tool_choice={"type": "function", "function": {"name": "calculator"}})
+    )
+    tool_turn = ModelRequest(
+        model="local",
+        messages=[
+            {"role": "user", "content": "2+2?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "calculator", "arguments": "{}"},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "4"},
+        ],
+        tools=[CALC],
+    )
+    await model.complete(tool_turn)
+    assert len(fake.evaluated) == 2
+    off = LocalChatModel(str(gguf), tool_gate=None)
+    monkeypatch.setattr(GatedLlama, "odds", 0.0)
+    await off.complete(request([CALC]))
+    assert (
+        fake_llama.instances[1].evaluated == [] and "# Tools" in fake_llama.instances[1].prompts[0]
+    )
+    await model.aclose()
+    await off.aclose()
+
+
 async def test_context_overflow_is_a_bad_request(fake_llama: type[FakeLlama], gguf: Path) -> None:
     model = LocalChatModel(str(gguf), n_ctx=64)
     with pytest.raises(BadRequestError) as caught:

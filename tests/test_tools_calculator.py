@@ -213,3 +213,20 @@ def test_matches_python_or_refuses(expression: str) -> None:
     theirs = eval(expression, {"__builtins__": {}}, dict(_NAMESPACE))
     assert _same(ours, theirs), (expression, ours, theirs)
     assert calculator(expression) == format_number(ours)
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("15% * 2480 + 17", "389"),
+        ("2480 * 15%", "372"),
+        ("(7%) * 12500", "875"),
+        ("5%", "0.05"),
+        ("15 % 4", "3"),  # an operand follows: a remainder, as in Python
+        ("10 %(3)", "1"),
+    ],
+)
+def test_a_percent_sign_without_an_operand_after_it_is_a_percentage(
+    expression: str, expected: str
+) -> None:
+    assert format_number(evaluate(expression)) == expected

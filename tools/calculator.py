@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -245,8 +246,18 @@ def _call(node: ast.Call) -> Number:
         raise CalculatorError(f"{name}() cannot take these arguments ({exc})") from exc
 
 
+def _parse(text: str) -> ast.Expression:
+    return ast.parse(text, mode="eval")
+
+
+_PERCENT = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*%(?!\s*[\w.(])")
+
+
 def evaluate(expression: str) -> Number:
     """Evaluate an arithmetic expression and return the exact Python number.
+
+    A "%" is Python's remainder wherever Python reads it so; in an expression Python cannot
+    read, a "%" with no operand after it is a percent sign ("15% * 2480" is 0.15 * 2480).
 
     Args:
         expression: E.g. "2 * (3 + 4) ** 2" or "sqrt(2) / 2".
@@ -263,12 +274,17 @@ def evaluate(expression: str) -> Number:
         raise CalculatorError("the expression is empty")
     if len(text) > MAX_EXPRESSION_CHARS:
         raise CalculatorError(f"the expression is longer than {MAX_EXPRESSION_CHARS} characters")
+    # "^" is XOR in Python, but people (and models) mean a power.
+    text = text.replace("^", "**")
     try:
-        # "^" is XOR in Python, but people (and models) mean a power.
-        tree = ast.parse(text.replace("^", "**"), mode="eval")
+        tree = _parse(text)
     except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
-        msg = getattr(exc, "msg", None) or str(exc)
-        raise CalculatorError(f"not a valid expression: {msg}") from exc
+        # Not Python: a "%" with no operand after it is a percent sign ("15% * 2480").
+        try:
+            tree = _parse(_PERCENT.sub(r"(\1/100)", text))
+        except (SyntaxError, ValueError, MemoryError, RecursionError):
+            msg = getattr(exc, "msg", None) or str(exc)
+            raise CalculatorError(f"not a valid expression: {msg}") from exc
     nodes = sum(1 for _ in ast.walk(tree))
     if nodes > MAX_NODES:
         raise CalculatorError(f"the expression is too complex ({nodes} parts, limit {MAX_NODES})")
@@ -303,10 +319,11 @@ def format_number(value: Number) -> str:
 def calculator(expression: str) -> str:
     """Evaluate an arithmetic expression exactly: use it for every calculation and conversion.
 
-    Supports + - * / // % ** (or ^), parentheses, pi, e, tau, and the functions sqrt, sin, cos,
-    tan, asin, acos, atan, atan2, sinh, cosh, tanh, log (natural, or log(x, base)), ln, log10,
-    log2, exp, floor, ceil, trunc, abs, fabs, round, factorial, hypot, degrees, radians, min,
-    max. Angles are in radians. Integers are exact; decimals show up to 15 significant digits.
+    Supports + - * / // % ** (or ^), percentages (N% is N/100), parentheses, pi, e, tau, and
+    the functions sqrt, sin, cos, tan, asin, acos, atan, atan2, sinh, cosh, tanh, log (natural,
+    or log(x, base)), ln, log10, log2, exp, floor, ceil, trunc, abs, fabs, round, factorial,
+    hypot, degrees, radians, min, max. Angles are in radians. Integers are exact; decimals show
+    up to 15 significant digits.
 
     Args:
         expression: The expression to evaluate.

@@ -15,6 +15,7 @@ import ctypes
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
 import threading
@@ -314,6 +315,36 @@ class LlamaRunner:
         if self.prompt_cache is not None and evaluated >= PromptCache.MIN_NEW_TOKENS:
             self.prompt_cache.save(llama)
 
+    def yes_probability(self, prompt: str) -> float | None:
+        """Return how likely the model is to answer `prompt` with "yes" rather than "no".
+
+        The prompt is evaluated (reusing the live KV cache's shared prefix, or a disk snapshot)
+        and the next token's logits are read: P(yes or Yes) over P(yes, Yes, no or No). Nothing
+        is generated. None when the prompt does not fit or the vocabulary lacks the words.
+        """
+        import llama_cpp
+
+        llama = self.llama
+        tokens: list[int] = llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        if len(tokens) >= self.n_ctx:
+            return None
+        words = {word: _single_token(llama, word) for word in ("yes", "Yes", "no", "No")}
+        if None in words.values():
+            return None
+        live = _cached_prefix(llama, tokens)
+        if self.prompt_cache is not None:
+            self.prompt_cache.restore(llama, tokens, live)
+            live = _cached_prefix(llama, tokens)
+        llama.n_tokens = live
+        llama.eval(tokens[live:])
+        if self.prompt_cache is not None and len(tokens) - live >= PromptCache.MIN_NEW_TOKENS:
+            self.prompt_cache.save(llama)  # the reply that follows shares most of this prompt
+        logits = llama_cpp.llama_get_logits_ith(llama.ctx, -1)
+        scores = {word: float(logits[token]) for word, token in words.items()}
+        top = max(scores.values())
+        weights = {word: math.exp(score - top) for word, score in scores.items()}
+        return (weights["yes"] + weights["Yes"]) / sum(weights.values())
+
     def _guide_grammar(self, guide: CallGuide | None) -> Any:
         """Return the guide's compiled grammar, or None when there is none or it is invalid."""
         if guide is None:
@@ -381,10 +412,11 @@ class PromptCache:
     def restore(self, llama: Any, tokens: list[int], live: int) -> None:
         """Load the snapshot sharing the longest prefix with `tokens` if it beats the live cache.
 
-        An agent's next turn shares its whole prefix with the live cache, so the disk is read
-        only when the live cache holds little of the prompt.
+        An agent's next turn shares all but its newest tokens with the live cache, so the
+        disk is looked at only when the live cache lacks many of the prompt's tokens (another
+        conversation, or a turn answered without tools went before).
         """
-        if live >= self.MIN_SHARED_TOKENS:
+        if len(tokens) - live < self.MIN_NEW_TOKENS:
             return
         best: tuple[int, Path, list[int]] | None = None
         for ids_file, ids in self._snapshots():
@@ -497,6 +529,11 @@ def _token_text(llama: Any, token: int) -> str:
     return bytes(llama.detokenize([token], special=True)).decode("utf-8", errors="replace")
 
 
+def _single_token(llama: Any, word: str) -> int | None:
+    ids = llama.tokenize(word.encode("utf-8"), add_bos=False, special=True)
+    return int(ids[0]) if len(ids) == 1 else None
+
+
 def _eog_checker(llama_cpp: Any, llama: Any) -> Callable[[int], bool]:
     """Return a test for end-of-generation tokens (`<|im_end|>`, `<|endoftext|>`, ...)."""
     is_eog = getattr(llama_cpp, "llama_vocab_is_eog", None)
@@ -604,6 +641,8 @@ class _GuideSwitch:
     def repeats(self, text: str) -> bool:
         """Tell whether the guided text just closed a call identical to an earlier one.
 
+        Identical up to whitespace: `{"a": 1}` repeats `{"a":1}`.
+
         The grammar lets calls follow calls; a small model sometimes writes the same one over
         and over until the token limit. Generation stops at the first repeat (the reply's
         parser keeps each call once).
@@ -611,8 +650,9 @@ class _GuideSwitch:
         guide = self._guide
         if self._guided_from is None or guide is None or not text.endswith(guide.close):
             return False
-        start = text.rfind(guide.trigger)
-        return text.find(text[start:], self._guided_from) < start
+        blocks = text[self._guided_from :].split(guide.trigger)
+        *earlier, last = ("".join(block.split()) for block in blocks)
+        return last in earlier
 
 
 def _find_stop(text: str, stops: list[str], shown: int, longest: int) -> int | None:

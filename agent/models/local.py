@@ -37,6 +37,8 @@ from agent.models.tool_guide import (
     CALL_ALIASES,
     CALL_CLOSE,
     CALL_OPEN,
+    GATE_QUESTION,
+    GATE_THRESHOLD,
     add_tool_guidance,
     call_grammar,
     writes_hermes_calls,
@@ -109,6 +111,7 @@ class LocalChatModel:
         cpu_guard: CpuGuard | None = None,
         prompt_cache: bool | str | os.PathLike[str] = True,
         guided_calls: bool = True,
+        tool_gate: float | None = GATE_THRESHOLD,
     ) -> None:
         """Configure the model; nothing is loaded until the first request.
 
@@ -133,6 +136,11 @@ class LocalChatModel:
                 offered tools, their arguments matching each tool's schema (a llama.cpp
                 grammar; prose stays free). Only for chat templates that write JSON calls in
                 `<tool_call>` blocks (Qwen2.5, Qwen3).
+            tool_gate: With guided calls, before answering a user's message with tools on
+                offer (tool_choice "auto"), ask the model whether one of them can do what was
+                asked, reading its odds of "yes" over "no" (about 20 prompt tokens, nothing
+                generated). Below this probability the message is answered without tools: a
+                small model otherwise calls a tool for questions no tool fits. None: off.
         """
         self.model_name = model_name
         self.provider = "local"
@@ -151,6 +159,7 @@ class LocalChatModel:
         self._executor: ThreadPoolExecutor | None = None
         self._running: set[threading.Event] = set()
         self._guided_calls = guided_calls
+        self._tool_gate = tool_gate
         self._guides: dict[str, CallGuide] = {}
 
     @property
@@ -289,8 +298,11 @@ class LocalChatModel:
             raise ModelNotSupportedError("The local model returns one choice per request (n=1).")
         tools = _offered_tools(request.tools, options.get("tool_choice"))
         assert self._template is not None  # set by _load_sync
+        guided = bool(tools) and self._guided_calls and writes_hermes_calls(self._template.source)
+        if guided and await self._no_tool_fits(request.messages, tools, options):
+            tools, guided = None, False
         prompt = self._template.render(request.messages, tools, options)
-        if tools and self._guided_calls and writes_hermes_calls(self._template.source):
+        if guided:
             prompt = add_tool_guidance(prompt)
         functions = [tool.get("function", {}) for tool in tools or []]
         names = [str(f.get("name", "")) for f in functions]
@@ -305,6 +317,21 @@ class LocalChatModel:
             text_prefix=prefix,
             guide=self._guide(functions, thinking=bool(prefix)),
         )
+
+    async def _no_tool_fits(
+        self, messages: list[dict[str, Any]], tools: Any, options: dict[str, Any]
+    ) -> bool:
+        """Ask the model whether one of the tools can do what the user just asked (the gate)."""
+        if self._tool_gate is None or options.get("tool_choice") not in (None, "auto"):
+            return False
+        if not messages or messages[-1].get("role") != "user":
+            return False  # only before answering the user, not after tool results
+        assert self._template is not None
+        asked = [*messages, {"role": "user", "content": GATE_QUESTION}]
+        question = add_tool_guidance(self._template.render(asked, tools, options))
+        loop = asyncio.get_running_loop()
+        odds = await loop.run_in_executor(self._worker(), self._runner.yes_probability, question)
+        return odds is not None and odds < self._tool_gate
 
     def _guide(self, functions: list[dict[str, Any]], *, thinking: bool) -> CallGuide | None:
         """Return the grammar that holds a started call to these tools, if calls are guided."""
