@@ -63,12 +63,30 @@ class FakeLlama:
         self.seed: int | None = None
         self.lock = threading.Lock()
         self.script: tuple[list[int], bytes] | None = None  # the prompt and reply under way
+        self.evaluated_upto = 0
         FakeLlama.instances.append(self)
 
     def tokenize(self, data: bytes, add_bos: bool = True, special: bool = True) -> list[int]:
         assert add_bos is False
         assert special is True
-        return list(data)
+        return [EOS] if data == b"<|im_end|>" else list(data)
+
+    def eval(self, tokens: list[int]) -> None:
+        self.evaluated_upto = self.n_tokens + len(tokens)
+
+    @property
+    def ctx(self) -> FakeLlama:
+        return self
+
+    def next_logits(self) -> dict[int, float]:
+        """Logits after the evaluated text: the scripted reply's next byte, or the end."""
+        assert self.script is not None
+        prompt, reply = self.script
+        upcoming = reply[self.evaluated_upto - len(prompt) :]
+        logits = dict.fromkeys(range(256), -20.0)
+        logits[EOS] = -20.0
+        logits[upcoming[0] if upcoming else EOS] = 0.0
+        return logits
 
     def detokenize(self, tokens: list[int], special: bool = False) -> bytes:
         if tokens == [1000]:
@@ -125,6 +143,7 @@ def fake_llama(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> type[FakeLlam
     module.Llama = FakeLlama  # type: ignore[attr-defined]
     module.llama_model_get_vocab = lambda model: "vocab"  # type: ignore[attr-defined]
     module.llama_vocab_is_eog = lambda vocab, token: token == EOS  # type: ignore[attr-defined]
+    module.llama_get_logits_ith = lambda ctx, index: ctx.next_logits()  # type: ignore[attr-defined]
     grammar_module = types.ModuleType("llama_cpp.llama_grammar")
 
     class FakeGrammar:
@@ -494,7 +513,9 @@ async def test_a_started_call_goes_on_under_the_tools_grammar(
     assert '"\\"weather\\""' in grammar and '"\\"calculator\\""' in grammar
     assert '"\\"city\\""' in grammar and "root ::=" in grammar
     await model.complete(request([CALC, weather]))
-    assert len(fake.sampling) == 3 and fake.sampling[2]["grammar"] is None  # prose: never guided
+    # The second call was the model's choice (its odds of going on), under the grammar again.
+    assert fake.sampling[2]["grammar"].source == grammar
+    assert len(fake.sampling) == 4 and fake.sampling[3]["grammar"] is None  # prose: never guided
     unguided = LocalChatModel(str(gguf), guided_calls=False)
     fake_llama.replies.append('<tool_call>\n{"name": "calculator", "arguments": {}}\n</tool_call>')
     await unguided.complete(request([CALC]))
@@ -546,8 +567,10 @@ async def test_guided_generation_stops_when_the_model_repeats_a_call(
         {"expression": "1+1"},
         {"expression": "2+2"},
     ]
-    fake = fake_llama.instances[0]
-    assert fake.yielded == len("\n".join(block % e for e in ("1+1", "2+2", "1+1")))
+    # Generation stopped at the repeat, before "3+3"; each "\n<tool_call>" after a call is
+    # written by the runner once the model's odds say it goes on, not generated.
+    three = "\n".join(block % e for e in ("1+1", "2+2", "1+1"))
+    assert fake_llama.instances[0].yielded == len(three) - 2 * len("\n<tool_call>")
     await model.aclose()
 
 
@@ -574,7 +597,6 @@ class GatedLlama(FakeLlama):
 
     def __init__(self, model_path: str, **settings: Any) -> None:
         super().__init__(model_path, **settings)
-        self.ctx = object()
         self.evaluated: list[str] = []
 
     def tokenize(self, data: bytes, add_bos: bool = True, special: bool = True) -> list[int]:

@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +68,16 @@ class CallGuide:
     Attributes:
         grammar: GBNF (start rule `root`) for the text that follows the trigger.
         trigger: The text after which the grammar applies (a tool call's opening tag).
-        close: The text that ends one call (its closing tag): a call identical to an earlier
-            one ends generation.
+        close: The text that ends one call (its closing tag).
         thinking: The prompt opened a `<think>` block. A trigger inside a reasoning block does
             not count: a call the model only thinks about is not forced.
         aliases: Other ways a reply may open a call, without whitespace (`{"name":` for a
             bare JSON object, say). A reply that opens like one is held back, and once it
             matches is written again from the trigger on, under the grammar.
+        max_calls: The most calls one reply may hold.
+        continue_odds: After a call, another follows only when the model's odds of going on
+            (a line break or a tag) over ending its reply are at least this; a call identical
+            to an earlier one of the reply ends it.
     """
 
     grammar: str
@@ -82,6 +85,8 @@ class CallGuide:
     close: str = ""
     thinking: bool = False
     aliases: tuple[str, ...] = ()
+    max_calls: int = 1
+    continue_odds: float = 0.5
 
 
 @dataclass(slots=True)
@@ -168,6 +173,8 @@ class LlamaRunner:
         self.special_tokens: dict[str, str] = {}
         self._is_eog: Callable[[int], bool] = lambda token: False
         self._grammars: dict[str, Any] = {}  # grammar text -> compiled, or None when invalid
+        self._eog_ids: list[int] = []  # end-of-generation tokens, where single tokens
+        self._line_ids: list[int] = []  # tokens that go on after a call (line breaks, "<")
 
     @property
     def loaded(self) -> bool:
@@ -201,6 +208,19 @@ class LlamaRunner:
             "eos_token": _token_text(llama, llama.token_eos()),
         }
         self._is_eog = _eog_checker(llama_cpp, llama)
+        self._eog_ids = [
+            token
+            for word in ("<|im_end|>", "<|endoftext|>")
+            if (token := _single_token(llama, word)) is not None and self._is_eog(token)
+        ]
+        # What going on after a tool call looks like: a line break (of any width) or a tag.
+        self._line_ids = sorted(
+            {
+                token
+                for word in ("\n", "\n\n", "\n\n\n", "\n\n\n\n", " \n", "\n<", "<")
+                if (token := _single_token(llama, word)) is not None
+            }
+        )
         self.llama = llama
         self.load_seconds = time.perf_counter() - started
 
@@ -284,23 +304,20 @@ class LlamaRunner:
                 outcome.finish_reason = "stop"
                 stopped_by_string = True
                 break
-            action = switch.advance(text) if switch.grammar is not None else None
-            if action == "alias":
-                # A call opened in another form is written again as the template's own block
-                # (nothing of it was shown).
-                text, shown = switch.trigger, 0
-                reply = llama.tokenize(switch.trigger.encode("utf-8"), add_bos=False, special=True)
-                decoder.reset()
-            if action in ("alias", "trigger"):
-                # From here on only what the guide allows: restart under its grammar.
-                source.close()
-                source = self._tokens(tokens + reply, sampling, switch.take_grammar(len(text)))
-            elif switch.repeats(text):
-                outcome.finish_reason = "stop"  # the model began to go round in circles
+            step = self._steer(switch, text, reply, tokens)
+            if step.kind == "stop":
+                outcome.finish_reason = "stop"
                 break
+            if step.kind in ("restart", "rewrite"):
+                if step.kind == "rewrite":  # nothing of the text it replaces was shown
+                    shown = 0
+                    decoder.reset()
+                text, reply = step.text, step.reply
+                source.close()
+                source = self._tokens(tokens + reply, sampling, step.grammar)
             # Hold back a tail that may be the start of a stop string.
             visible = len(text) - _stop_prefix_len(text, sampling.stop)
-            if visible > shown and action != "hold":
+            if visible > shown and step.kind != "hold":
                 emit(text[shown:visible])
                 shown = visible
             if generated >= limit:
@@ -322,8 +339,6 @@ class LlamaRunner:
         and the next token's logits are read: P(yes or Yes) over P(yes, Yes, no or No). Nothing
         is generated. None when the prompt does not fit or the vocabulary lacks the words.
         """
-        import llama_cpp
-
         llama = self.llama
         tokens: list[int] = llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
         if len(tokens) >= self.n_ctx:
@@ -334,16 +349,61 @@ class LlamaRunner:
         live = _cached_prefix(llama, tokens)
         if self.prompt_cache is not None:
             self.prompt_cache.restore(llama, tokens, live)
-            live = _cached_prefix(llama, tokens)
-        llama.n_tokens = live
-        llama.eval(tokens[live:])
+        odds = self._odds(tokens, [words["yes"], words["Yes"]], [words["no"], words["No"]])
         if self.prompt_cache is not None and len(tokens) - live >= PromptCache.MIN_NEW_TOKENS:
             self.prompt_cache.save(llama)  # the reply that follows shares most of this prompt
+        return odds
+
+    def _odds(self, tokens: list[int], favour: list[int], against: list[int]) -> float:
+        """Evaluate `tokens` and return P(next token in `favour`) over P(in either list)."""
+        import llama_cpp
+
+        llama = self.llama
+        live = _cached_prefix(llama, tokens)
+        llama.n_tokens = live
+        llama.eval(tokens[live:])
         logits = llama_cpp.llama_get_logits_ith(llama.ctx, -1)
-        scores = {word: float(logits[token]) for word, token in words.items()}
-        top = max(scores.values())
-        weights = {word: math.exp(score - top) for word, score in scores.items()}
-        return (weights["yes"] + weights["Yes"]) / sum(weights.values())
+        scores = [float(logits[token]) for token in (*favour, *against)]
+        top = max(scores)
+        weights = [math.exp(score - top) for score in scores]
+        return sum(weights[: len(favour)]) / sum(weights)
+
+    def _steer(self, switch: _GuideSwitch, text: str, reply: list[int], prompt: list[int]) -> _Step:
+        """Decide what guided generation does after the reply's newest token."""
+        if switch.grammar is not None:  # not guided yet
+            action = switch.advance(text)
+            if action == "hold":
+                return _Step("hold")
+            if action == "alias":
+                # A call opened in another form is written again as the template's own block.
+                trigger = self._encode(switch.trigger)
+                return _Step("rewrite", switch.trigger, trigger, switch.take_grammar(0))
+            if action == "trigger":
+                # From here on only what the guide allows: restart under its grammar.
+                return _Step("restart", text, reply, switch.take_grammar(len(text)))
+            return _Step("go")
+        if not switch.closed_call(text):
+            return _Step("go")
+        # The grammar holds one call; another follows only when the model likely wants one
+        # (a small model otherwise rambles on), written from its opening tag on.
+        if not self._another_call(switch, text, prompt + reply):
+            return _Step("stop")
+        more = "\n" + switch.trigger
+        return _Step("restart", text + more, reply + self._encode(more), switch.grammar_again())
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def _another_call(self, switch: _GuideSwitch, text: str, tokens: list[int]) -> bool:
+        """Decide whether the model writes another call after the one it just closed."""
+        guide = switch.guide
+        if switch.calls >= guide.max_calls or switch.repeats(text):
+            return False
+        if not self._line_ids or not self._eog_ids:
+            return False
+        odds = self._odds(tokens, self._line_ids, self._eog_ids)
+        logger.debug("another tool call: P=%.3f (threshold %.2f)", odds, guide.continue_odds)
+        return odds >= guide.continue_odds
 
     def _guide_grammar(self, guide: CallGuide | None) -> Any:
         """Return the guide's compiled grammar, or None when there is none or it is invalid."""
@@ -600,16 +660,37 @@ def _compile_grammar(llama: Any, text: str) -> Any:
     return LlamaGrammar.from_string(text, verbose=False)
 
 
+@dataclass(slots=True)
+class _Step:
+    """What guided generation does next.
+
+    `kind` is "go" (on), "hold" (the text back), "restart" (under `grammar` from `text` and
+    `reply`), "rewrite" (the reply as `text` and `reply`, then restart) or "stop".
+    """
+
+    kind: str
+    text: str = ""
+    reply: list[int] = field(default_factory=list)
+    grammar: Any = None
+
+
 class _GuideSwitch:
     """When a reply's generation goes over to the guide's grammar (see `CallGuide`)."""
 
     def __init__(self, guide: CallGuide | None, grammar: Any) -> None:
-        self.grammar = grammar if guide is not None else None
+        self.grammar = grammar if guide is not None else None  # until the switch
         self.trigger = guide.trigger if guide is not None else ""
+        self.calls = 0  # calls closed so far
         self._guide = guide
+        self._compiled = grammar
         # Only a reply's very start may be a call in another form, and not after reasoning.
         self._opening = guide is not None and bool(guide.aliases) and not guide.thinking
         self._guided_from: int | None = None  # where the guided text starts, once it does
+
+    @property
+    def guide(self) -> CallGuide:
+        assert self._guide is not None
+        return self._guide
 
     def advance(self, text: str) -> str | None:
         """Classify the reply so far and say what to do.
@@ -618,8 +699,7 @@ class _GuideSwitch:
             "trigger" or "alias" (switch to the grammar now), "hold" (show nothing yet: it
             may be a call in another form), or None (go on).
         """
-        guide = self._guide
-        assert guide is not None
+        guide = self.guide
         if self._opening:
             squeezed = "".join(text.split())
             if any(squeezed.startswith(alias) for alias in guide.aliases):
@@ -634,23 +714,29 @@ class _GuideSwitch:
 
     def take_grammar(self, at: int) -> Any:
         """Return the grammar to switch to at text offset `at`; the switch happens once."""
-        grammar, self.grammar, self._opening = self.grammar, None, False
+        self.grammar, self._opening = None, False
         self._guided_from = at - len(self.trigger)
-        return grammar
+        return self._compiled
+
+    def grammar_again(self) -> Any:
+        """Return the grammar for the next call of a guided reply."""
+        return self._compiled
+
+    def closed_call(self, text: str) -> bool:
+        """Tell whether the guided text has just closed a call (and count it)."""
+        if self._guided_from is None or not text.endswith(self.guide.close):
+            return False
+        self.calls += 1
+        return True
 
     def repeats(self, text: str) -> bool:
-        """Tell whether the guided text just closed a call identical to an earlier one.
+        """Tell whether the call just closed is identical to an earlier one of the reply.
 
-        Identical up to whitespace: `{"a": 1}` repeats `{"a":1}`.
-
-        The grammar lets calls follow calls; a small model sometimes writes the same one over
-        and over until the token limit. Generation stops at the first repeat (the reply's
-        parser keeps each call once).
+        Identical up to whitespace: `{"a": 1}` repeats `{"a":1}`. A small model sometimes
+        writes the same call over and over; the reply's parser keeps each call once.
         """
-        guide = self._guide
-        if self._guided_from is None or guide is None or not text.endswith(guide.close):
-            return False
-        blocks = text[self._guided_from :].split(guide.trigger)
+        assert self._guided_from is not None
+        blocks = text[self._guided_from :].split(self.guide.trigger)
         *earlier, last = ("".join(block.split()) for block in blocks)
         return last in earlier
 

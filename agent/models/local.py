@@ -37,8 +37,10 @@ from agent.models.tool_guide import (
     CALL_ALIASES,
     CALL_CLOSE,
     CALL_OPEN,
+    CONTINUE_ODDS,
     GATE_QUESTION,
     GATE_THRESHOLD,
+    MAX_CALLS,
     add_tool_guidance,
     call_grammar,
     writes_hermes_calls,
@@ -351,6 +353,8 @@ class LocalChatModel:
                 CALL_CLOSE,
                 thinking=thinking,
                 aliases=CALL_ALIASES,
+                max_calls=MAX_CALLS,
+                continue_odds=CONTINUE_ODDS,
             )
             self._guides[key] = guide
         return guide
