@@ -122,8 +122,11 @@ async def test_calls_the_calculator_then_answers(model: LocalChatModel) -> None:
     assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
     assert chunks[-1]["choices"] == []
     usage = chunks[-1]["usage"]
-    # The prompt was evaluated by the first request: llama.cpp reuses its KV cache.
-    assert usage["prompt_tokens_details"]["cached_tokens"] == usage["prompt_tokens"] - 1
+    # The prompt was evaluated by the first request: llama.cpp reuses its KV cache. Only the
+    # assistant's opening is new: the relevance gate's question was evaluated after the user's
+    # message in between.
+    cached = usage["prompt_tokens_details"]["cached_tokens"]
+    assert usage["prompt_tokens"] - 8 <= cached < usage["prompt_tokens"]
 
     conversation = [
         {"role": "user", "content": QUESTION},
