@@ -20,7 +20,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -343,8 +343,9 @@ class LlamaRunner:
         tokens: list[int] = llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
         if len(tokens) >= self.n_ctx:
             return None
-        words = {word: _single_token(llama, word) for word in ("yes", "Yes", "no", "No")}
-        if None in words.values():
+        found = {word: _single_token(llama, word) for word in ("yes", "Yes", "no", "No")}
+        words = {word: token for word, token in found.items() if token is not None}
+        if len(words) < len(found):
             return None
         live = _cached_prefix(llama, tokens)
         if self.prompt_cache is not None:
@@ -415,7 +416,7 @@ class LlamaRunner:
             self._grammars[guide.grammar] = _compile_grammar(self.llama, guide.grammar)
         return self._grammars[guide.grammar]
 
-    def _tokens(self, prompt: list[int], sampling: Sampling, grammar: Any) -> Iterator[int]:
+    def _tokens(self, prompt: list[int], sampling: Sampling, grammar: Any) -> Generator[int]:
         # llama.generate keeps the KV cache of the longest prefix this prompt shares with the
         # previous one (reset=True still reuses it): an agent's next turn only evaluates what
         # was added since.

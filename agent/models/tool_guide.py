@@ -132,7 +132,9 @@ def call_grammar(functions: Sequence[Mapping[str, Any]]) -> str:
 
     if not functions:
         raise ValueError("a call grammar needs at least one function")
-    converter = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+    converter = SchemaConverter(  # type: ignore[no-untyped-call]
+        prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
+    )
     alternatives = []
     for index, function in enumerate(functions):
         name = str(function.get("name", ""))
@@ -142,7 +144,7 @@ def call_grammar(functions: Sequence[Mapping[str, Any]]) -> str:
             f'"\\"arguments\\"" space ":" space {rule}'
         )
     rules = [
-        converter.format_grammar(),
+        converter.format_grammar(),  # type: ignore[no-untyped-call]
         'qwl-call ::= "{" space "\\"name\\"" space ":" space ( '
         + " | ".join(alternatives)
         + ' ) space "}"',
