@@ -197,9 +197,12 @@ def test_extra_buffer_types_can_be_switched_off_for_one_load() -> None:
 
 
 async def test_a_new_process_resumes_the_prompt_from_the_disk_cache(tmp_path) -> None:
-    """A second model (as in a new process) loads the first one's KV snapshot, same answer."""
+    """A second model (as in a new process) loads the first one's KV snapshot, same answer.
+
+    Without the relevance gate, which would read the prompt (and the snapshot) first.
+    """
     request = first_turn()
-    first = LocalChatModel(n_ctx=2048, prompt_cache=tmp_path)
+    first = LocalChatModel(n_ctx=2048, prompt_cache=tmp_path, tool_gate=None)
     try:
         one = (await first.complete(request)).body
     finally:
@@ -207,7 +210,7 @@ async def test_a_new_process_resumes_the_prompt_from_the_disk_cache(tmp_path) ->
     assert one["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
     assert list((tmp_path / "kv").glob("*/*.kv")), "no snapshot was saved"
 
-    second = LocalChatModel(n_ctx=2048, prompt_cache=tmp_path)
+    second = LocalChatModel(n_ctx=2048, prompt_cache=tmp_path, tool_gate=None)
     try:
         two = (await second.complete(first_turn())).body
     finally:
@@ -221,7 +224,7 @@ async def test_a_new_process_resumes_the_prompt_from_the_disk_cache(tmp_path) ->
 
 
 async def test_a_corrupt_snapshot_is_dropped_not_trusted(tmp_path) -> None:
-    first = LocalChatModel(n_ctx=2048, prompt_cache=tmp_path)
+    first = LocalChatModel(n_ctx=2048, prompt_cache=tmp_path, tool_gate=None)
     try:
         one = (await first.complete(first_turn())).body
     finally:
@@ -229,7 +232,7 @@ async def test_a_corrupt_snapshot_is_dropped_not_trusted(tmp_path) -> None:
     (snapshot,) = (tmp_path / "kv").glob("*/*.kv")
     snapshot.write_bytes(b"\x00garbage" * 1000)
 
-    second = LocalChatModel(n_ctx=2048, prompt_cache=tmp_path)
+    second = LocalChatModel(n_ctx=2048, prompt_cache=tmp_path, tool_gate=None)
     try:
         two = (await second.complete(first_turn())).body
     finally:
