@@ -89,6 +89,7 @@ class _ShownText:
         # The start of a reply is held while it may yet be no answer (only markup such as
         # `<tools></tools>`, or wholly a call to a tool not offered): such a reply is not shown.
         self._lead: str | None = ""
+        self._held_to_end = False
 
     def feed(self, piece: str) -> str:
         """Take the reply's next piece of text; return the part that may be shown now."""
@@ -101,19 +102,19 @@ class _ShownText:
             if not delta:
                 return ""
         if self._lead is not None:
-            self._lead += delta
-            if self._may_be_no_answer(self._lead):
+            if self._held_to_end:
+                return ""  # the rest comes out in `finish`, if it is an answer
+            lead = self._lead + delta  # short: only markup and whitespace so far
+            # A reply that opens like a call may be wholly one to a tool not offered: held.
+            self._held_to_end = self._scanner is not None and lead.lstrip().startswith(
+                ("<tool_call>", "{")
+            )
+            if self._held_to_end or is_markup_only(lead, partial=True):
+                self._lead = lead
                 return ""
-            delta, self._lead = self._lead, None
+            delta, self._lead = lead, None
         self._shown.append(delta)
         return delta
-
-    def _may_be_no_answer(self, lead: str) -> bool:
-        """Tell whether a reply opening like this may turn out to be no answer at all."""
-        if is_markup_only(lead, partial=True):
-            return True
-        # A reply that opens like a call may be wholly one to a tool not offered.
-        return self._scanner is not None and lead.lstrip().startswith(("<tool_call>", "{"))
 
     def finish(self, content: str) -> str:
         """Return the rest of the finished turn's content, not shown yet.

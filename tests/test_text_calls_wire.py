@@ -295,10 +295,17 @@ async def test_streamed_and_whole_runs_end_in_the_same_messages(openai_server, m
     streamed = [e async for e in agent.stream("Weather?")][-1].result
 
     def without_ids(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        text = json.dumps(messages)
-        for index, call in enumerate(c for m in messages for c in m.get("tool_calls", [])):
-            text = text.replace(call["id"], f"id{index}")
-        return json.loads(text)
+        # Each call id by its position, field by field (a text replace would also hit a longer
+        # id that begins with a shorter one, as "call_0" begins "call_042...").
+        copied = json.loads(json.dumps(messages))
+        calls = [c for m in copied for c in m.get("tool_calls", [])]
+        numbers = {call["id"]: f"id{index}" for index, call in enumerate(calls)}
+        for message in copied:
+            for call in message.get("tool_calls", []):
+                call["id"] = numbers[call["id"]]
+            if message.get("tool_call_id") in numbers:
+                message["tool_call_id"] = numbers[message["tool_call_id"]]
+        return copied
 
     assert without_ids(streamed.messages) == without_ids(whole.messages)
     assert [c.arguments["city"] for c in whole.tool_calls] == ["Paris", "New York", "London"]
