@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sys
 import threading
 import time
@@ -24,6 +25,7 @@ from agent.models import local as local_module
 from agent.models.base import ChatModel, ModelRequest, ResponseMeta
 from agent.models.cpu_guard import CpuGuard
 from agent.models.local import LocalChatModel
+from agent.models.tool_guide import NAME_OPENING
 
 EOS = 1001
 CALC = {
@@ -47,6 +49,7 @@ class FakeLlama:
     instances: ClassVar[list[FakeLlama]] = []
     template: ClassVar[str | None] = None
     delay: ClassVar[float] = 0.0
+    no_fit: ClassVar[float] = 0.0  # the model's odds of choosing "no function fits"
 
     def __init__(self, model_path: str, **settings: Any) -> None:
         self.model_path = model_path
@@ -64,6 +67,7 @@ class FakeLlama:
         self.lock = threading.Lock()
         self.script: tuple[list[int], bytes] | None = None  # the prompt and reply under way
         self.evaluated_upto = 0
+        self.evaluated: list[str] = []  # what was evaluated outside generation
         FakeLlama.instances.append(self)
 
     def tokenize(self, data: bytes, add_bos: bool = True, special: bool = True) -> list[int]:
@@ -73,6 +77,7 @@ class FakeLlama:
 
     def eval(self, tokens: list[int]) -> None:
         self.evaluated_upto = self.n_tokens + len(tokens)
+        self.evaluated.append(bytes(tokens).decode("utf-8", errors="replace"))
 
     @property
     def ctx(self) -> FakeLlama:
@@ -80,6 +85,11 @@ class FakeLlama:
 
     def next_logits(self) -> dict[int, float]:
         """Logits after the evaluated text: the scripted reply's next byte, or the end."""
+        if self.evaluated and self.evaluated[-1].endswith(NAME_OPENING):
+            # The relevance gate: "no_suitable_function" opens with "n", the tools' names not.
+            logits = dict.fromkeys(range(256), math.log(max(1 - self.no_fit, 1e-9)))
+            logits[ord("n")] = math.log(max(self.no_fit, 1e-9))
+            return logits
         assert self.script is not None
         prompt, reply = self.script
         upcoming = reply[self.evaluated_upto - len(prompt) :]
@@ -93,7 +103,7 @@ class FakeLlama:
             return b"<s>" if special else b""
         if tokens == [EOS]:
             return b"</s>" if special else b""
-        return bytes(tokens)
+        return bytes(token for token in tokens if token < 256)
 
     def token_bos(self) -> int:
         return 1000
@@ -556,6 +566,42 @@ async def test_a_call_opened_as_a_json_fence_is_written_again_as_a_guided_block(
     await model.aclose()
 
 
+async def test_a_greedy_reply_opens_a_call_when_its_forms_together_outweigh_the_text(
+    fake_llama: type[FakeLlama], gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ctypes
+
+    scripted = ctypes.c_float * 1002
+
+    def first_token_logits(ctx: FakeLlama, index: int) -> Any:
+        # Where a reply starts: "W" (a question) 0.3, "<" and "{" 0.2 each, the end 0.3;
+        # after a call (the runner evaluated it), the end.
+        logits = scripted(*([-30.0] * 1002))
+        opening = not ctx.evaluated_upto
+        for token, probability in ((ord("W"), 0.3), (ord("<"), 0.2), (ord("{"), 0.2)):
+            logits[token] = math.log(probability) if opening else -30.0
+        logits[EOS] = math.log(0.3) if opening else 0.0
+        return ctypes.cast(logits, ctypes.POINTER(ctypes.c_float))
+
+    monkeypatch.setattr(sys.modules["llama_cpp"], "llama_get_logits_ith", first_token_logits)
+    monkeypatch.setattr(fake_llama, "n_vocab", lambda self: 1002, raising=False)
+    model = LocalChatModel(str(gguf), tool_gate=None)
+    call = '\n{"name": "calculator", "arguments": {"expression": "2+2"}}\n</tool_call>'
+    fake_llama.replies.extend(["What is 2+2?", call, "What is 2+2?"])
+    message = (await model.complete(request([CALC], temperature=0))).body["choices"][0]["message"]
+    # Greedy decoding alone takes "W"; a call, written "<" or "{", is likelier (0.4): the reply
+    # is written again as a call, under the grammar, and the question is never shown.
+    assert message["content"] is None
+    assert json.loads(message["tool_calls"][0]["function"]["arguments"]) == {"expression": "2+2"}
+    fake = fake_llama.instances[0]
+    assert fake.prompts[1].endswith("<|im_start|>assistant\n<tool_call>")
+    assert fake.sampling[1]["grammar"] is not None
+    # Sampled replies keep the model's own draw.
+    sampled = (await model.complete(request([CALC], temperature=0.7))).body
+    assert sampled["choices"][0]["message"]["content"] == "What is 2+2?"
+    await model.aclose()
+
+
 async def test_guided_generation_stops_when_the_model_repeats_a_call(
     fake_llama: type[FakeLlama], gguf: Path
 ) -> None:
@@ -589,47 +635,24 @@ async def test_a_call_repeated_word_for_word_in_one_reply_is_sent_once(
     await model.aclose()
 
 
-class GatedLlama(FakeLlama):
-    """A stand-in whose "yes", "Yes", "no" and "No" are single tokens with scripted logits."""
-
-    WORDS: ClassVar[dict[bytes, int]] = {b"yes": 2001, b"Yes": 2002, b"no": 2003, b"No": 2004}
-    odds: ClassVar[float] = 0.5  # P(yes)
-
-    def __init__(self, model_path: str, **settings: Any) -> None:
-        super().__init__(model_path, **settings)
-        self.evaluated: list[str] = []
-
-    def tokenize(self, data: bytes, add_bos: bool = True, special: bool = True) -> list[int]:
-        return [self.WORDS[data]] if data in self.WORDS else super().tokenize(data, add_bos)
-
-    def eval(self, tokens: list[int]) -> None:
-        self.evaluated.append(bytes(tokens).decode("utf-8"))
-
-
-async def test_the_gate_answers_without_tools_when_the_model_says_none_fits(
+async def test_the_gate_answers_without_tools_when_the_model_would_choose_none_fits(
     fake_llama: type[FakeLlama], gguf: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import math
-
-    def logits(ctx: object, index: int) -> dict[int, float]:
-        yes = math.log(GatedLlama.odds / 2)
-        no = math.log((1 - GatedLlama.odds) / 2)
-        return {2001: yes, 2002: yes, 2003: no, 2004: no}
-
-    monkeypatch.setattr(sys.modules["llama_cpp"], "Llama", GatedLlama, raising=False)
-    monkeypatch.setattr(sys.modules["llama_cpp"], "llama_get_logits_ith", logits, raising=False)
-    model = LocalChatModel(str(gguf), tool_gate=0.66)
-    fake_llama.replies.extend(["Paris.", "Paris.", "Paris.", "It is 4."])
-    for odds in (0.3, 0.9):
-        monkeypatch.setattr(GatedLlama, "odds", odds)
+    model = LocalChatModel(str(gguf), tool_gate=0.3)
+    fake_llama.replies.extend(["Paris.", "It is 4."])
+    for odds in (0.4, 0.2):
+        monkeypatch.setattr(fake_llama, "no_fit", odds)
         await model.complete(request([CALC], content="Capital of France?"))
     fake = fake_llama.instances[0]
-    assert isinstance(fake, GatedLlama)
     asked = fake.evaluated
-    assert len(asked) == 2 and all("Can one of the functions above do" in q for q in asked)
-    assert "# Tools" in asked[0] and "Capital of France?" in asked[0]
-    # P(yes) 0.3: answered without tools (no tool section, no grammar); 0.9: with them.
+    # The gate reads the model's choice where a call names its function, in the very prompt
+    # the reply is then generated from (the "none fits" option listed after the tools).
+    assert len(asked) == 2 and all(q.endswith('<tool_call>\n{"name": "') for q in asked)
+    assert '"no_suitable_function"' in asked[0] and "Capital of France?" in asked[0]
+    # P(none fits) 0.4: answered without tools (no tool section, no grammar); 0.2: with them,
+    # from the prompt the gate read.
     assert "# Tools" not in fake.prompts[0] and "# Tools" in fake.prompts[1]
+    assert asked[1].startswith(fake.prompts[1])
     # tool_choice other than auto, and turns after a tool result, are not gated.
     await model.complete(
         request([CALC], tool_choice={"type": "function", "function": {"name": "calculator"}})
@@ -656,11 +679,11 @@ async def test_the_gate_answers_without_tools_when_the_model_says_none_fits(
     await model.complete(tool_turn)
     assert len(fake.evaluated) == 2
     off = LocalChatModel(str(gguf), tool_gate=None)
-    monkeypatch.setattr(GatedLlama, "odds", 0.0)
+    monkeypatch.setattr(fake_llama, "no_fit", 1.0)
     await off.complete(request([CALC]))
-    assert (
-        fake_llama.instances[1].evaluated == [] and "# Tools" in fake_llama.instances[1].prompts[0]
-    )
+    assert fake_llama.instances[1].evaluated == []
+    assert "# Tools" in fake_llama.instances[1].prompts[0]
+    assert "no_suitable_function" not in fake_llama.instances[1].prompts[0]
     await model.aclose()
     await off.aclose()
 

@@ -20,7 +20,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 # llama.cpp's model parameters are fixed inside `Llama.__init__`; this lock guards the brief
 # override of their defaults in `open_llama` against a second load in another thread.
 _PARAMS_LOCK = threading.Lock()
+_WEIGHED_TOKENS = 40  # the likeliest first tokens a reply's opening weigh reads
 
 
 @dataclass(slots=True)
@@ -175,6 +176,7 @@ class LlamaRunner:
         self._grammars: dict[str, Any] = {}  # grammar text -> compiled, or None when invalid
         self._eog_ids: list[int] = []  # end-of-generation tokens, where single tokens
         self._line_ids: list[int] = []  # tokens that go on after a call (line breaks, "<")
+        self._texts: dict[int, str] = {}  # token texts, as the opening weigh reads them
 
     @property
     def loaded(self) -> bool:
@@ -221,6 +223,7 @@ class LlamaRunner:
                 if (token := _single_token(llama, word)) is not None
             }
         )
+        self._texts = {}
         self.llama = llama
         self.load_seconds = time.perf_counter() - started
 
@@ -285,7 +288,11 @@ class LlamaRunner:
         outcome.finish_reason = "length"
         generated = 0
         stopped_by_string = False
-        switch = _GuideSwitch(guide, self._guide_grammar(guide) if grammar is None else None)
+        switch = _GuideSwitch(
+            guide,
+            self._guide_grammar(guide) if grammar is None else None,
+            greedy=sampling.temperature <= 0,
+        )
         reply: list[int] = []
         source = self._tokens(tokens, sampling, grammar)
         while (token := next(source, None)) is not None:
@@ -332,25 +339,35 @@ class LlamaRunner:
         if self.prompt_cache is not None and evaluated >= PromptCache.MIN_NEW_TOKENS:
             self.prompt_cache.save(llama)
 
-    def yes_probability(self, prompt: str) -> float | None:
-        """Return how likely the model is to answer `prompt` with "yes" rather than "no".
+    def choice_odds(
+        self, prompt: str, favour: Sequence[str], against: Sequence[str]
+    ) -> float | None:
+        """Return how likely the model is to go on from `prompt` with one of `favour`.
 
         The prompt is evaluated (reusing the live KV cache's shared prefix, or a disk snapshot)
-        and the next token's logits are read: P(yes or Yes) over P(yes, Yes, no or No). Nothing
-        is generated. None when the prompt does not fit or the vocabulary lacks the words.
+        and the next token's logits are read: P(the first token of a `favour` continuation)
+        over P(the first token of any of them). Nothing is generated. None when the prompt does
+        not fit, or when a `favour` and an `against` continuation begin with the same token.
         """
         llama = self.llama
-        tokens: list[int] = llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        tokens = self._encode(prompt)
         if len(tokens) >= self.n_ctx:
             return None
-        found = {word: _single_token(llama, word) for word in ("yes", "Yes", "no", "No")}
-        words = {word: token for word, token in found.items() if token is not None}
-        if len(words) < len(found):
+        # Where the prompt's tokens end may move once a continuation is appended (a quote
+        # and the word after it can be one token): read the odds where all of them part.
+        followed = [self._encode(prompt + word) for word in (*favour, *against)]
+        at = min(_shared_prefix(tokens, each) for each in followed)
+        if at == 0 or any(len(each) <= at for each in followed):
             return None
+        firsts = [each[at] for each in followed]
+        yes, no = set(firsts[: len(favour)]), set(firsts[len(favour) :])
+        if yes & no:
+            return None
+        tokens = tokens[:at]
         live = _cached_prefix(llama, tokens)
         if self.prompt_cache is not None:
             self.prompt_cache.restore(llama, tokens, live)
-        odds = self._odds(tokens, [words["yes"], words["Yes"]], [words["no"], words["No"]])
+        odds = self._odds(tokens, sorted(yes), sorted(no))
         if self.prompt_cache is not None and len(tokens) - live >= PromptCache.MIN_NEW_TOKENS:
             self.prompt_cache.save(llama)  # the reply that follows shares most of this prompt
         return odds
@@ -372,6 +389,12 @@ class LlamaRunner:
     def _steer(self, switch: _GuideSwitch, text: str, reply: list[int], prompt: list[int]) -> _Step:
         """Decide what guided generation does after the reply's newest token."""
         if switch.grammar is not None:  # not guided yet
+            if switch.weigh_opening(len(reply)) and self._call_outweighs_text(switch, reply[0]):
+                # The model's odds of a call, summed over the forms it writes one in, beat its
+                # likeliest other opening: the call is what it means (greedy decoding alone
+                # would take the single likeliest token, and the call's odds are split).
+                trigger = self._encode(switch.trigger)
+                return _Step("rewrite", switch.trigger, trigger, switch.take_grammar(0))
             action = switch.advance(text)
             if action == "hold":
                 return _Step("hold")
@@ -391,6 +414,42 @@ class LlamaRunner:
             return _Step("stop")
         more = "\n" + switch.trigger
         return _Step("restart", text + more, reply + self._encode(more), switch.grammar_again())
+
+    def _call_outweighs_text(self, switch: _GuideSwitch, first: int) -> bool:
+        """Tell whether, at a reply's first token, opening a call outweighs any other token.
+
+        Read from the logits at the prompt's end (the first token is sampled, not yet
+        evaluated): the probabilities of the likeliest tokens that begin a call in one of the
+        guide's forms (`<`, `{"`, a fence) are summed and set against the likeliest token that
+        does not. Nothing is done when the token taken already begins a call.
+        """
+        import llama_cpp
+        import numpy as np
+
+        if switch.opens_call(first, self._token_texts):
+            return False
+        llama = self.llama
+        pointer = llama_cpp.llama_get_logits_ith(llama.ctx, -1)
+        logits = np.ctypeslib.as_array(pointer, shape=(llama.n_vocab(),)).astype(np.float64)
+        top = np.argpartition(logits, -_WEIGHED_TOKENS)[-_WEIGHED_TOKENS:]
+        weights = np.exp(logits - logits.max())
+        probabilities = weights[top] / weights.sum()
+        call = other = 0.0
+        for token, probability in zip(top.tolist(), probabilities.tolist(), strict=True):
+            if switch.opens_call(token, self._token_texts):
+                call += probability
+            else:
+                other = max(other, probability)
+        logger.debug("reply opens with a call: P=%.3f against %.3f", call, other)
+        return call > other
+
+    def _token_texts(self, token: int) -> str:
+        text = self._texts.get(token)
+        if text is None:
+            text = self.llama.detokenize([token], special=True).decode("utf-8", errors="replace")
+            if len(self._texts) < 100_000:
+                self._texts[token] = text
+        return text
 
     def _encode(self, text: str) -> list[int]:
         return list(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
@@ -678,8 +737,9 @@ class _Step:
 class _GuideSwitch:
     """When a reply's generation goes over to the guide's grammar (see `CallGuide`)."""
 
-    def __init__(self, guide: CallGuide | None, grammar: Any) -> None:
+    def __init__(self, guide: CallGuide | None, grammar: Any, *, greedy: bool = False) -> None:
         self.grammar = grammar if guide is not None else None  # until the switch
+        self._greedy = greedy
         self.trigger = guide.trigger if guide is not None else ""
         self.calls = 0  # calls closed so far
         self._guide = guide
@@ -712,6 +772,16 @@ class _GuideSwitch:
             return None
         reasoning = guide.thinking or "<think>" in text
         return "trigger" if not reasoning or "</think>" in text else None
+
+    def weigh_opening(self, generated: int) -> bool:
+        """Tell whether to weigh a call against text at this token (a greedy reply's first)."""
+        return self._greedy and self._opening and generated == 1
+
+    def opens_call(self, token: int, text_of: Callable[[int], str]) -> bool:
+        """Tell whether `token` begins a call in one of the guide's forms."""
+        squeezed = "".join(text_of(token).split())
+        forms = (self.guide.trigger, *self.guide.aliases)
+        return bool(squeezed) and any(form.startswith(squeezed) for form in forms)
 
     def take_grammar(self, at: int) -> Any:
         """Return the grammar to switch to at text offset `at`; the switch happens once."""

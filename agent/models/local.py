@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
+import logging
 import os
 import threading
 import time
@@ -38,11 +40,13 @@ from agent.models.tool_guide import (
     CALL_CLOSE,
     CALL_OPEN,
     CONTINUE_ODDS,
-    GATE_QUESTION,
-    GATE_THRESHOLD,
+    DECLINE_ODDS,
     MAX_CALLS,
+    NAME_OPENING,
+    NO_FIT_NAME,
     add_tool_guidance,
     call_grammar,
+    with_no_fit_option,
     writes_hermes_calls,
 )
 from agent.models.weights import default_cache_dir, resolve_model_path
@@ -51,6 +55,8 @@ from agent.textcalls import ParsedText, StreamScanner, parse_tool_calls
 __all__ = ["DEFAULT_LOCAL_MODEL", "LocalChatModel"]
 
 DEFAULT_LOCAL_MODEL = "qwen2.5-coder-1.5b-instruct"
+
+logger = logging.getLogger(__name__)
 
 # Qwen2.5's recommended sampling (its generation_config.json), used where a request names none.
 _DEFAULT_SAMPLING: dict[str, float | int] = {
@@ -113,7 +119,7 @@ class LocalChatModel:
         cpu_guard: CpuGuard | None = None,
         prompt_cache: bool | str | os.PathLike[str] = True,
         guided_calls: bool = True,
-        tool_gate: float | None = GATE_THRESHOLD,
+        tool_gate: float | None = DECLINE_ODDS,
     ) -> None:
         """Configure the model; nothing is loaded until the first request.
 
@@ -301,9 +307,13 @@ class LocalChatModel:
         tools = _offered_tools(request.tools, options.get("tool_choice"))
         assert self._template is not None  # set by _load_sync
         guided = bool(tools) and self._guided_calls and writes_hermes_calls(self._template.source)
-        if guided and await self._no_tool_fits(request.messages, tools, options):
-            tools, guided = None, False
-        prompt = self._template.render(request.messages, tools, options)
+        listed = tools
+        if guided and self._tool_gate is not None and options.get("tool_choice") in (None, "auto"):
+            listed = with_no_fit_option(tools or [])
+            if await self._no_tool_fits(request.messages, listed or [], options):
+                tools = listed = None
+                guided = False
+        prompt = self._template.render(request.messages, listed, options)
         if guided:
             prompt = add_tool_guidance(prompt)
         functions = [tool.get("function", {}) for tool in tools or []]
@@ -321,19 +331,27 @@ class LocalChatModel:
         )
 
     async def _no_tool_fits(
-        self, messages: list[dict[str, Any]], tools: Any, options: dict[str, Any]
+        self, messages: list[dict[str, Any]], listed: list[Any], options: dict[str, Any]
     ) -> bool:
-        """Ask the model whether one of the tools can do what the user just asked (the gate)."""
-        if self._tool_gate is None or options.get("tool_choice") not in (None, "auto"):
-            return False
+        """Tell whether the model, opening a call, would choose "no function fits" (the gate).
+
+        `listed` holds the offered tools and `NO_FIT_FUNCTION`. The prompt is the one the reply
+        will be generated from, so the gate costs the few tokens of a call's opening.
+        """
         if not messages or messages[-1].get("role") != "user":
             return False  # only before answering the user, not after tool results
         assert self._template is not None
-        asked = [*messages, {"role": "user", "content": GATE_QUESTION}]
-        question = add_tool_guidance(self._template.render(asked, tools, options))
-        loop = asyncio.get_running_loop()
-        odds = await loop.run_in_executor(self._worker(), self._runner.yes_probability, question)
-        return odds is not None and odds < self._tool_gate
+        prompt = add_tool_guidance(self._template.render(messages, listed, options))
+        if prompt.rstrip().endswith(_THINK_OPEN):
+            return False  # the model reasons first; its call, if any, comes after
+        names = [str(tool.get("function", {}).get("name", "")) for tool in listed]
+        offered = [f'{name}"' for name in names if name != NO_FIT_NAME]
+        choose = functools.partial(
+            self._runner.choice_odds, prompt + NAME_OPENING, [f'{NO_FIT_NAME}"'], offered
+        )
+        odds = await asyncio.get_running_loop().run_in_executor(self._worker(), choose)
+        logger.debug("no function fits: P=%s (threshold %s)", odds, self._tool_gate)
+        return odds is not None and self._tool_gate is not None and odds >= self._tool_gate
 
     def _guide(self, functions: list[dict[str, Any]], *, thinking: bool) -> CallGuide | None:
         """Return the grammar that holds a started call to these tools, if calls are guided."""

@@ -31,12 +31,15 @@ __all__ = [
     "CALL_CLOSE",
     "CALL_OPEN",
     "CONTINUE_ODDS",
-    "GATE_QUESTION",
-    "GATE_THRESHOLD",
+    "DECLINE_ODDS",
     "MAX_CALLS",
+    "NAME_OPENING",
+    "NO_FIT_FUNCTION",
+    "NO_FIT_NAME",
     "TOOL_GUIDANCE",
     "add_tool_guidance",
     "call_grammar",
+    "with_no_fit_option",
     "writes_hermes_calls",
 ]
 
@@ -72,18 +75,42 @@ TOOL_GUIDANCE = (
 """Added to the end of the chat template's tool section; see the module docstring."""
 
 
-GATE_QUESTION = "Can one of the functions above do what I just asked? Answer yes or no."
-"""Asked of the model (not generated: its next-token odds of yes over no are read) before it
-answers a user's message with tools on offer; see `LocalChatModel(tool_gate=...)`."""
+NO_FIT_NAME = "no_suitable_function"
+NO_FIT_FUNCTION: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": NO_FIT_NAME,
+        "description": (
+            "None of the other functions can do what the user asked. Call this instead of "
+            "them; then answer in plain text."
+        ),
+        "parameters": {"type": "object", "properties": {}},
+    },
+}
+"""An option listed after the offered tools, never called: the model's odds of choosing it when
+it opens a call tell whether one of the real tools fits (see `LocalChatModel(tool_gate=...)`).
 
-GATE_THRESHOLD = 0.55
-"""Below this probability of "yes", the user's message is answered without tools.
+A small model is good at choosing among functions and poor at saying whether any fits: asked
+"Can one of the functions above do what I just asked?", the bundled model's odds of "yes"
+overlapped between questions no function fits and the others (0.46-0.82 against 0.57-0.89 on
+BFCL questions; 0.51-0.64 against 0.57-0.78 on the everyday questions). Offered as one more
+function, "none fits" separates far better; `DECLINE_ODDS` has the numbers."""
 
-Measured with the bundled model, the odds separate poorly: on BFCL questions drawn with another
-seed than the benchmark's, 0.46-0.82 where no function fits against 0.67-0.89 where one does;
-on the everyday questions (`bench/everyday.py`), 0.51-0.64 where no tool is needed against
-0.57-0.78 where one is. The threshold sits below every question that needed a tool, so the
-gate only turns away questions the model itself doubts most."""
+NAME_OPENING = '<tool_call>\n{"name": "'
+"""A call's text up to its function's name: where the gate reads the model's choice."""
+
+DECLINE_ODDS = 0.3
+"""At or above this probability of choosing `NO_FIT_FUNCTION` (over the offered tools, at the
+first token of the name) the user's message is answered without tools.
+
+Measured with the bundled model on BFCL questions drawn with another seed than the benchmark's
+and on the everyday questions (`bench/everyday.py`): see the README's guided-calls section."""
+
+
+def with_no_fit_option(tools: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return `tools` with `NO_FIT_FUNCTION` after them (unless a tool already has its name)."""
+    names = {str(tool.get("function", {}).get("name", "")) for tool in tools}
+    return [*tools] if NO_FIT_NAME in names else [*tools, NO_FIT_FUNCTION]
 
 
 def add_tool_guidance(prompt: str, guidance: str | None = None) -> str:
