@@ -123,8 +123,7 @@ async def test_calls_the_calculator_then_answers(model: LocalChatModel) -> None:
     assert chunks[-1]["choices"] == []
     usage = chunks[-1]["usage"]
     # The prompt was evaluated by the first request: llama.cpp reuses its KV cache. Only the
-    # assistant's opening is new: the relevance gate's question was evaluated after the user's
-    # message in between.
+    # prompt's last tokens are new: the gate read a call's opening after them in between.
     cached = usage["prompt_tokens_details"]["cached_tokens"]
     assert usage["prompt_tokens"] - 8 <= cached < usage["prompt_tokens"]
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from agent.models.chat_template import ChatTemplate
 from agent.models.tool_guide import (
+    NO_FIT_FUNCTION,
+    NO_FIT_NAME,
     TOOL_GUIDANCE,
     add_tool_guidance,
     call_grammar,
+    with_no_fit_option,
     writes_hermes_calls,
 )
 
@@ -84,3 +87,11 @@ def test_names_are_quoted_safely() -> None:
     tricky = {"name": 'say "hi"\\now', "parameters": {"type": "object", "properties": {}}}
     grammar = call_grammar([tricky])
     assert '"\\"say \\\\\\"hi\\\\\\"\\\\\\\\now\\""' in grammar
+
+
+def test_the_no_fit_option_comes_last_and_never_twice() -> None:
+    weather = {"type": "function", "function": {"name": "weather", "parameters": {}}}
+    listed = with_no_fit_option([weather])
+    assert listed == [weather, NO_FIT_FUNCTION]
+    own = {"type": "function", "function": {"name": NO_FIT_NAME, "parameters": {}}}
+    assert with_no_fit_option([weather, own]) == [weather, own]

@@ -43,6 +43,7 @@ from agent.models.tool_guide import (
     DECLINE_ODDS,
     MAX_CALLS,
     NAME_OPENING,
+    NO_FIT_FUNCTION,
     NO_FIT_NAME,
     add_tool_guidance,
     call_grammar,
@@ -144,11 +145,13 @@ class LocalChatModel:
                 offered tools, their arguments matching each tool's schema (a llama.cpp
                 grammar; prose stays free). Only for chat templates that write JSON calls in
                 `<tool_call>` blocks (Qwen2.5, Qwen3).
-            tool_gate: With guided calls, before answering a user's message with tools on
-                offer (tool_choice "auto"), ask the model whether one of them can do what was
-                asked, reading its odds of "yes" over "no" (about 20 prompt tokens, nothing
-                generated). Below this probability the message is answered without tools: a
-                small model otherwise calls a tool for questions no tool fits. None: off.
+            tool_gate: With guided calls, the tool list ends with a "no function fits"
+                option (`tool_guide.NO_FIT_FUNCTION`, never called), and before a user's
+                message is answered with tools on offer (tool_choice "auto") the model's odds
+                of choosing it where a call names its function are read (a few tokens after
+                the prompt, nothing generated). At or above this probability the message is
+                answered without tools: a small model otherwise calls a tool for questions no
+                tool fits. None: no option, no gate.
         """
         self.model_name = model_name
         self.provider = "local"
@@ -340,6 +343,8 @@ class LocalChatModel:
         """
         if not messages or messages[-1].get("role") != "user":
             return False  # only before answering the user, not after tool results
+        if not listed or listed[-1] is not NO_FIT_FUNCTION:
+            return False  # one of the user's own tools has the option's name
         assert self._template is not None
         prompt = add_tool_guidance(self._template.render(messages, listed, options))
         if prompt.rstrip().endswith(_THINK_OPEN):
