@@ -822,6 +822,13 @@ async def main() -> None:
         help=f"comma-separated, from {','.join(BACKENDS)}",
     )
     parser.add_argument("--sample-seed", type=int, default=0, help="seed of the question sample")
+    parser.add_argument(
+        "--start",
+        type=int,
+        default=1,
+        metavar="K",
+        help="begin at question K of the sample (to go on after an interrupted run)",
+    )
     parser.add_argument("--chat-format", default=CHAT_FORMAT, help="the server's --chat_format")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT")
     parser.add_argument(
@@ -865,6 +872,8 @@ async def main() -> None:
             backends.append(backend)
             await backend.start()
         for index, question in enumerate(questions, 1):
+            if index < args.start:
+                continue
             verdicts = []
             for backend in backends:
                 record = await ask_one(backend, question)
