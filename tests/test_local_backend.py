@@ -602,6 +602,26 @@ async def test_a_greedy_reply_opens_a_call_when_its_forms_together_outweigh_the_
     await model.aclose()
 
 
+async def test_a_reply_that_opens_with_a_made_up_tool_response_is_written_again_as_a_call(
+    fake_llama: type[FakeLlama], gguf: Path
+) -> None:
+    model = LocalChatModel(str(gguf), tool_gate=None)
+    call = '\n{"name": "calculator", "arguments": {"expression": "1+1"}}\n</tool_call>'
+    fake_llama.replies.extend(
+        ["<tool_response>\n2\n</tool_response>", call, "Done.\n<tool_response>\n2"]
+    )
+    message = (await model.complete(request([CALC]))).body["choices"][0]["message"]
+    # The model wrote a tool's answer where its call belongs: the call it meant is written
+    # under the grammar instead, and the made-up answer is never shown.
+    assert message["content"] is None
+    assert json.loads(message["tool_calls"][0]["function"]["arguments"]) == {"expression": "1+1"}
+    assert fake_llama.instances[0].prompts[1].endswith("assistant\n<tool_call>")
+    # Later in a reply, "<tool_response>" still ends it.
+    later = (await model.complete(request([CALC]))).body["choices"][0]["message"]
+    assert later["content"] == "Done." and not later.get("tool_calls")
+    await model.aclose()
+
+
 async def test_guided_generation_stops_when_the_model_repeats_a_call(
     fake_llama: type[FakeLlama], gguf: Path
 ) -> None:

@@ -306,7 +306,7 @@ class LlamaRunner:
             reply.append(int(token))
             text += decoder.decode(llama.detokenize([token]))
             cut = _find_stop(text, sampling.stop, shown, longest_stop)
-            if cut is not None:
+            if cut is not None and not switch.stop_opens_call(cut, text):
                 text = text[:cut]
                 outcome.finish_reason = "stop"
                 stopped_by_string = True
@@ -762,9 +762,9 @@ class _GuideSwitch:
         """
         guide = self.guide
         if self._opening:
-            squeezed = "".join(text.split())
-            if any(squeezed.startswith(alias) for alias in guide.aliases):
+            if self.opens_in_another_form(text):
                 return "alias"
+            squeezed = "".join(text.split())
             if any(alias.startswith(squeezed) for alias in guide.aliases):
                 return "hold"
             self._opening = False
@@ -772,6 +772,18 @@ class _GuideSwitch:
             return None
         reasoning = guide.thinking or "<think>" in text
         return "trigger" if not reasoning or "</think>" in text else None
+
+    def opens_in_another_form(self, text: str) -> bool:
+        """Tell whether the reply so far, at its start, is a call in one of the aliases' forms."""
+        squeezed = "".join(text.split())
+        return self._opening and any(squeezed.startswith(alias) for alias in self.guide.aliases)
+
+    def stop_opens_call(self, cut: int, text: str) -> bool:
+        """Tell whether a stop string at `cut` opens the reply as a call in another form.
+
+        A reply that opens with `<tool_response>` is written again as a call; it does not end.
+        """
+        return cut == 0 and self.opens_in_another_form(text)
 
     def weigh_opening(self, generated: int) -> bool:
         """Tell whether to weigh a call against text at this token (a greedy reply's first)."""

@@ -57,8 +57,20 @@ up to six calls where one was wanted (four on a BFCL question that needs one, si
 98.6 degrees Fahrenheit in Celsius?")."""
 CALL_OPEN = "<tool_call>"
 CALL_CLOSE = "</tool_call>"
-CALL_ALIASES = ('```json{"name":', '```{"name":', '{"name":', '```json[{"name":', '[{"name":')
+CALL_ALIASES = (
+    '```json{"name":',
+    '```{"name":',
+    '{"name":',
+    '```json[{"name":',
+    '[{"name":',
+    "<tool_response>",
+)
 """How the bundled model opens a call when it does not write `<tool_call>` (whitespace removed).
+
+A reply that opens with `<tool_response>` is the model writing a tool's answer where its call
+belongs. Measured after one city's time came back for "What time is it in Paris and in Shanghai
+right now?": the reply opened so (and ended empty at that stop string); told to open a call
+instead, the model wrote the call for Shanghai.
 
 Measured: on BFCL questions Qwen2.5-Coder-1.5B writes almost every call as a ```json fence.
 A reply that opens like one of these is taken as the start of a call and written again as a
