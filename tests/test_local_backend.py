@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from agent.errors import BadRequestError, ConfigError, ModelNotSupportedError
+from agent.errors import BadRequestError, ConfigError, ModelError, ModelNotSupportedError
 from agent.models import local as local_module
 from agent.models.base import ChatModel, ModelRequest, ResponseMeta
 from agent.models.cpu_guard import CpuGuard
@@ -566,6 +566,40 @@ async def test_a_call_opened_as_a_json_fence_is_written_again_as_a_guided_block(
     await model.aclose()
 
 
+def assert_written_again_as_call(message: dict[str, Any], fake: FakeLlama, expression: str) -> None:
+    """The reply's first text was dropped; it went on from `<tool_call>` under the grammar."""
+    assert message["content"] is None
+    arguments = json.loads(message["tool_calls"][0]["function"]["arguments"])
+    assert arguments == {"expression": expression}
+    assert fake.prompts[1].endswith("<|im_start|>assistant\n<tool_call>")
+    assert fake.sampling[1]["grammar"] is not None
+
+
+async def test_llama_cpp_failing_mid_request_is_a_typed_model_error(
+    fake_llama: type[FakeLlama], gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: FakeLlama, tokens: list[int]) -> None:
+        raise RuntimeError("llama_decode returned -1")
+
+    model = LocalChatModel(str(gguf))
+    working = fake_llama.eval
+    monkeypatch.setattr(fake_llama, "eval", broken)
+    with pytest.raises(ModelError, match="The local model failed: llama_decode"):
+        await model.complete(request([CALC]))  # in the gate
+    monkeypatch.setattr(fake_llama, "eval", working)
+
+    def broken_generate(self: FakeLlama, tokens: list[int], **sampling: Any) -> Iterator[int]:
+        raise RuntimeError("llama_decode returned 1")
+        yield 0
+
+    monkeypatch.setattr(fake_llama, "generate", broken_generate)
+    with pytest.raises(ModelError, match="The local model failed"):
+        await model.complete(request())
+    with pytest.raises(ModelError):
+        [chunk async for chunk in model.stream(request(), ResponseMeta())]
+    await model.aclose()
+
+
 async def test_a_greedy_reply_opens_a_call_when_its_forms_together_outweigh_the_text(
     fake_llama: type[FakeLlama], gguf: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -591,11 +625,7 @@ async def test_a_greedy_reply_opens_a_call_when_its_forms_together_outweigh_the_
     message = (await model.complete(request([CALC], temperature=0))).body["choices"][0]["message"]
     # Greedy decoding alone takes "W"; a call, written "<" or "{", is likelier (0.4): the reply
     # is written again as a call, under the grammar, and the question is never shown.
-    assert message["content"] is None
-    assert json.loads(message["tool_calls"][0]["function"]["arguments"]) == {"expression": "2+2"}
-    fake = fake_llama.instances[0]
-    assert fake.prompts[1].endswith("<|im_start|>assistant\n<tool_call>")
-    assert fake.sampling[1]["grammar"] is not None
+    assert_written_again_as_call(message, fake_llama.instances[0], "2+2")
     # Sampled replies keep the model's own draw.
     sampled = (await model.complete(request([CALC], temperature=0.7))).body
     assert sampled["choices"][0]["message"]["content"] == "What is 2+2?"
@@ -613,9 +643,7 @@ async def test_a_reply_that_opens_with_a_made_up_tool_response_is_written_again_
     message = (await model.complete(request([CALC]))).body["choices"][0]["message"]
     # The model wrote a tool's answer where its call belongs: the call it meant is written
     # under the grammar instead, and the made-up answer is never shown.
-    assert message["content"] is None
-    assert json.loads(message["tool_calls"][0]["function"]["arguments"]) == {"expression": "1+1"}
-    assert fake_llama.instances[0].prompts[1].endswith("assistant\n<tool_call>")
+    assert_written_again_as_call(message, fake_llama.instances[0], "1+1")
     # Later in a reply, "<tool_response>" still ends it.
     later = (await model.complete(request([CALC]))).body["choices"][0]["message"]
     assert later["content"] == "Done." and not later.get("tool_calls")

@@ -393,15 +393,13 @@ class LlamaRunner:
                 # The model's odds of a call, summed over the forms it writes one in, beat its
                 # likeliest other opening: the call is what it means (greedy decoding alone
                 # would take the single likeliest token, and the call's odds are split).
-                trigger = self._encode(switch.trigger)
-                return _Step("rewrite", switch.trigger, trigger, switch.take_grammar(0))
+                return self._as_call(switch)
             action = switch.advance(text)
             if action == "hold":
                 return _Step("hold")
             if action == "alias":
                 # A call opened in another form is written again as the template's own block.
-                trigger = self._encode(switch.trigger)
-                return _Step("rewrite", switch.trigger, trigger, switch.take_grammar(0))
+                return self._as_call(switch)
             if action == "trigger":
                 # From here on only what the guide allows: restart under its grammar.
                 return _Step("restart", text, reply, switch.take_grammar(len(text)))
@@ -414,6 +412,11 @@ class LlamaRunner:
             return _Step("stop")
         more = "\n" + switch.trigger
         return _Step("restart", text + more, reply + self._encode(more), switch.grammar_again())
+
+    def _as_call(self, switch: _GuideSwitch) -> _Step:
+        """Write the reply again from the call's opening tag, under the grammar."""
+        trigger = self._encode(switch.trigger)
+        return _Step("rewrite", switch.trigger, trigger, switch.take_grammar(0))
 
     def _call_outweighs_text(self, switch: _GuideSwitch, first: int) -> bool:
         """Tell whether, at a reply's first token, opening a call outweighs any other token.

@@ -23,7 +23,7 @@ from typing import Any
 
 import jinja2
 
-from agent.errors import BadRequestError, ConfigError, ModelNotSupportedError
+from agent.errors import BadRequestError, ConfigError, ModelError, ModelNotSupportedError
 from agent.models.base import ModelRequest, ModelResponse, ResponseMeta
 from agent.models.chat_template import ChatTemplate
 from agent.models.cpu_guard import CpuGuard
@@ -310,15 +310,16 @@ class LocalChatModel:
         tools = _offered_tools(request.tools, options.get("tool_choice"))
         assert self._template is not None  # set by _load_sync
         guided = bool(tools) and self._guided_calls and writes_hermes_calls(self._template.source)
-        listed = tools
-        if guided and self._tool_gate is not None and options.get("tool_choice") in (None, "auto"):
-            listed = with_no_fit_option(tools or [])
-            if await self._no_tool_fits(request.messages, listed or [], options):
-                tools = listed = None
-                guided = False
+        gated = (
+            guided and self._tool_gate is not None and options.get("tool_choice") in (None, "auto")
+        )
+        listed = with_no_fit_option(tools or []) if gated else tools
         prompt = self._template.render(request.messages, listed, options)
         if guided:
             prompt = add_tool_guidance(prompt)
+        if gated and await self._no_tool_fits(request.messages, prompt, listed or []):
+            tools, guided = None, False
+            prompt = self._template.render(request.messages, None, options)
         functions = [tool.get("function", {}) for tool in tools or []]
         names = [str(f.get("name", "")) for f in functions]
         schemas = {str(f.get("name", "")): f.get("parameters") or {} for f in functions}
@@ -334,27 +335,30 @@ class LocalChatModel:
         )
 
     async def _no_tool_fits(
-        self, messages: list[dict[str, Any]], listed: list[Any], options: dict[str, Any]
+        self, messages: list[dict[str, Any]], prompt: str, listed: list[Any]
     ) -> bool:
         """Tell whether the model, opening a call, would choose "no function fits" (the gate).
 
-        `listed` holds the offered tools and `NO_FIT_FUNCTION`. The prompt is the one the reply
-        will be generated from, so the gate costs the few tokens of a call's opening.
+        `prompt` lists the offered tools and `NO_FIT_FUNCTION` (`listed`): it is the one the
+        reply will be generated from, so the gate costs the few tokens of a call's opening.
         """
         if not messages or messages[-1].get("role") != "user":
             return False  # only before answering the user, not after tool results
         if not listed or listed[-1] is not NO_FIT_FUNCTION:
             return False  # one of the user's own tools has the option's name
-        assert self._template is not None
-        prompt = add_tool_guidance(self._template.render(messages, listed, options))
         if prompt.rstrip().endswith(_THINK_OPEN):
             return False  # the model reasons first; its call, if any, comes after
-        names = [str(tool.get("function", {}).get("name", "")) for tool in listed]
-        offered = [f'{name}"' for name in names if name != NO_FIT_NAME]
+        names = [str(tool.get("function", {}).get("name", "")) for tool in listed[:-1]]
         choose = functools.partial(
-            self._runner.choice_odds, prompt + NAME_OPENING, [f'{NO_FIT_NAME}"'], offered
+            self._runner.choice_odds,
+            prompt + NAME_OPENING,
+            [f'{NO_FIT_NAME}"'],
+            [f'{name}"' for name in names],
         )
-        odds = await asyncio.get_running_loop().run_in_executor(self._worker(), choose)
+        try:
+            odds = await asyncio.get_running_loop().run_in_executor(self._worker(), choose)
+        except RuntimeError as exc:
+            raise _llama_failed(exc) from exc
         logger.debug("no function fits: P=%s (threshold %s)", odds, self._tool_gate)
         return odds is not None and self._tool_gate is not None and odds >= self._tool_gate
 
@@ -448,6 +452,8 @@ class LocalChatModel:
                     yield value
                 elif kind == "done":
                     break
+                elif isinstance(value, RuntimeError):
+                    raise _llama_failed(value) from value
                 else:
                     raise value
             await future
@@ -489,6 +495,11 @@ class LocalChatModel:
         if _DEFAULT_GUARD is None:
             _DEFAULT_GUARD = CpuGuard()
         return _DEFAULT_GUARD
+
+
+def _llama_failed(exc: RuntimeError) -> ModelError:
+    """The typed error for llama.cpp failing mid-request (a decode or tokenize error)."""
+    return ModelError(f"The local model failed: {exc}")
 
 
 def _available_cpus() -> int:
