@@ -379,6 +379,52 @@ async def test_prompt_renders_tools_and_object_arguments(
     await model.aclose()
 
 
+def _calls(*expressions: str, first_id: int = 1) -> dict[str, Any]:
+    return {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": f"call_{first_id + i}",
+                "type": "function",
+                "function": {"name": "calculator", "arguments": json.dumps({"expression": e})},
+            }
+            for i, e in enumerate(expressions)
+        ],
+    }
+
+
+def _result(call_id: int, content: str) -> dict[str, Any]:
+    return {"role": "tool", "tool_call_id": f"call_{call_id}", "content": content}
+
+
+async def test_results_name_their_calls_once_a_question_has_several(
+    fake_llama: type[FakeLlama], gguf: Path
+) -> None:
+    model = LocalChatModel(str(gguf))
+    messages = [
+        {"role": "user", "content": "What is 2+2?"},
+        _calls("2+2"),
+        _result(1, "4"),
+        {"role": "assistant", "content": "4."},
+        # Two results for one question, from two turns: each says which call it answers.
+        {"role": "user", "content": "What is 12*12, and 25*4?"},
+        _calls("12*12", first_id=2),
+        _result(2, "144"),
+        _calls("25*4", first_id=3),
+        _result(3, "100"),
+    ]
+    await model.complete(ModelRequest(model="local", messages=messages, tools=[CALC]))
+    prompt = fake_llama.instances[0].prompts[0]
+    assert "<tool_response>\n4\n</tool_response>" in prompt  # the first question had one
+    assert (
+        '<tool_response>\ncalculator({"expression": "12*12"}) returned: 144\n</tool_response>'
+        in prompt
+    )
+    assert '\ncalculator({"expression": "25*4"}) returned: 100\n' in prompt
+    await model.aclose()
+
+
 async def test_uses_the_gguf_template(fake_llama: type[FakeLlama], gguf: Path) -> None:
     fake_llama.template = (
         "{{ bos_token }}{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}"

@@ -66,7 +66,7 @@ class ChatTemplate:
         if "enable_thinking" in options:
             context["enable_thinking"] = bool(options["enable_thinking"])
         context.update(
-            messages=[_template_message(message) for message in messages],
+            messages=[_template_message(message) for message in _label_results(messages)],
             tools=tools or None,
             add_generation_prompt=True,
             **self._special,
@@ -106,6 +106,51 @@ def _environment() -> jinja2.sandbox.ImmutableSandboxedEnvironment:
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = strftime_now
     return env
+
+
+def _label_results(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Name the call each result answers, where one request got several results.
+
+    Templates show a tool's result without its call. After several calls for one user message
+    the model has a list of bare values ("144", "100") and has to pair them up with its calls
+    itself; a small model loses track and answers something else. So, where a user message led
+    to more than one result, each of those is written as `name(arguments) returned: result`. A
+    single result is left as the template shows it: labelled, it made the model likelier to
+    echo the question instead of making its next call.
+    """
+    calls: dict[Any, dict[str, Any]] = {
+        call.get("id"): call.get("function") or {}
+        for message in messages
+        if message.get("role") == "assistant"
+        for call in message.get("tool_calls") or ()
+        if isinstance(call, dict)
+    }
+    labelled: list[dict[str, Any]] = []
+    segment: list[dict[str, Any]] = []  # the messages since the last user message
+
+    def close_segment() -> None:
+        results = [m for m in segment if m.get("role") == "tool"]
+        several = len(results) > 1
+        for message in segment:
+            function = calls.get(message.get("tool_call_id")) if several else None
+            if message.get("role") == "tool" and function is not None:
+                arguments = function.get("arguments")
+                if not isinstance(arguments, str):
+                    arguments = json.dumps(arguments, ensure_ascii=False)
+                message = dict(message)
+                message["content"] = (
+                    f"{function.get('name', '')}({arguments}) returned: "
+                    f"{_text_of(message.get('content'))}"
+                )
+            labelled.append(message)
+        segment.clear()
+
+    for message in messages:
+        if message.get("role") == "user":
+            close_segment()
+        segment.append(message)
+    close_segment()
+    return labelled
 
 
 def _template_message(message: dict[str, Any]) -> dict[str, Any]:
