@@ -26,6 +26,7 @@ async def call(t: Tool, **args: Any) -> Any:
 async def test_default_is_utc() -> None:
     assert await call(clock_at(SUMMER)) == {
         "time": "2025-07-14T12:30:15+00:00",
+        "time_12h": "12:30 PM",
         "weekday": "Monday",
         "timezone": "UTC",
         "utc_offset": "+00:00",
@@ -49,6 +50,22 @@ async def test_winter_crosses_midnight_and_weekday() -> None:
         "-05:00",
         "EST",
     )
+
+
+async def test_the_time_of_day_on_a_twelve_hour_clock() -> None:
+    async def twelve_hour(hour: int, minute: int) -> str:
+        moment = datetime(2025, 1, 15, hour, minute, tzinfo=UTC)
+        return str((await call(clock_at(moment)))["time_12h"])
+
+    assert [await twelve_hour(h, m) for h, m in ((0, 5), (2, 19), (11, 59), (12, 0), (23, 30))] == [
+        "12:05 AM",
+        "2:19 AM",
+        "11:59 AM",
+        "12:00 PM",
+        "11:30 PM",
+    ]
+    # New York in winter is 5 hours behind: 18:30 there.
+    assert (await call(clock_at(WINTER), timezone="America/New_York"))["time_12h"] == "6:30 PM"
 
 
 async def test_half_hour_and_negative_offsets() -> None:

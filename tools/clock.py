@@ -54,6 +54,11 @@ def _load_zone(name: str) -> tuple[tzinfo, str]:
     raise ToolRetry(f"unknown time zone {name!r}; {hint}")
 
 
+def _twelve_hour(moment: datetime) -> str:
+    """Return the time of day as "2:05 AM": a small model misreads the hour of an ISO time."""
+    return f"{(moment.hour + 11) % 12 + 1}:{moment.minute:02d} {'AM' if moment.hour < 12 else 'PM'}"
+
+
 def _offset_text(delta: timedelta | None) -> str:
     minutes = int(delta.total_seconds() // 60) if delta is not None else 0
     sign = "-" if minutes < 0 else "+"
@@ -85,6 +90,7 @@ def make_current_time(now: Callable[[], datetime] | None = None) -> Tool:
         local = clock().astimezone(zone).replace(microsecond=0)
         return {
             "time": local.isoformat(),
+            "time_12h": _twelve_hour(local),
             "weekday": _WEEKDAYS[local.weekday()],
             "timezone": zone_name,
             "utc_offset": _offset_text(local.utcoffset()),
