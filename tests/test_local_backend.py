@@ -8,6 +8,7 @@ The real model runs in tests/test_local_model.py.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import math
 import sys
@@ -28,6 +29,7 @@ from agent.models.local import LocalChatModel
 from agent.models.tool_guide import NAME_OPENING
 
 EOS = 1001
+VOCAB = 1002
 CALC = {
     "type": "function",
     "function": {
@@ -50,6 +52,7 @@ class FakeLlama:
     template: ClassVar[str | None] = None
     delay: ClassVar[float] = 0.0
     no_fit: ClassVar[float] = 0.0  # the model's odds of choosing "no function fits"
+    opens_call: ClassVar[float] = 0.0  # the model's odds of opening its reply with "<"
 
     def __init__(self, model_path: str, **settings: Any) -> None:
         self.model_path = model_path
@@ -68,6 +71,7 @@ class FakeLlama:
         self.script: tuple[list[int], bytes] | None = None  # the prompt and reply under way
         self.evaluated_upto = 0
         self.evaluated: list[str] = []  # what was evaluated outside generation
+        self.read_by_gate = False  # the logits are those of the gate's evaluation
         FakeLlama.instances.append(self)
 
     def tokenize(self, data: bytes, add_bos: bool = True, special: bool = True) -> list[int]:
@@ -78,25 +82,36 @@ class FakeLlama:
     def eval(self, tokens: list[int]) -> None:
         self.evaluated_upto = self.n_tokens + len(tokens)
         self.evaluated.append(bytes(tokens).decode("utf-8", errors="replace"))
+        self.read_by_gate = True  # until generation starts
 
     @property
     def ctx(self) -> FakeLlama:
         return self
 
-    def next_logits(self) -> dict[int, float]:
-        """Logits after the evaluated text: the scripted reply's next byte, or the end."""
-        if self.evaluated and self.evaluated[-1].endswith(NAME_OPENING):
-            # The relevance gate: "no_suitable_function" opens with "n", the tools' names not.
-            logits = dict.fromkeys(range(256), math.log(max(1 - self.no_fit, 1e-9)))
+    def n_vocab(self) -> int:
+        return VOCAB
+
+    def next_logits(self) -> Any:
+        """Logits after the evaluated text: the scripted reply's next byte, or the end.
+
+        Where the gate reads them: at the call's name, "no_suitable_function" opens with "n"
+        and the tools' names not (P = `no_fit`); at the reply's start, "<" opens a call
+        (P = `opens_call`) and "H" does not.
+        """
+        logits = (ctypes.c_float * VOCAB)(*([-30.0] * VOCAB))
+        last = self.evaluated[-1] if self.evaluated else ""
+        if self.read_by_gate and last.endswith(NAME_OPENING):
+            logits[:256] = [math.log(max(1 - self.no_fit, 1e-9))] * 256
             logits[ord("n")] = math.log(max(self.no_fit, 1e-9))
-            return logits
-        assert self.script is not None
-        prompt, reply = self.script
-        upcoming = reply[self.evaluated_upto - len(prompt) :]
-        logits = dict.fromkeys(range(256), -20.0)
-        logits[EOS] = -20.0
-        logits[upcoming[0] if upcoming else EOS] = 0.0
-        return logits
+        elif self.read_by_gate and last.endswith("<|im_start|>assistant\n"):
+            logits[ord("<")] = math.log(max(self.opens_call, 1e-9))
+            logits[ord("H")] = math.log(max(1 - self.opens_call, 1e-9))
+        else:
+            assert self.script is not None
+            prompt, reply = self.script
+            upcoming = reply[self.evaluated_upto - len(prompt) :]
+            logits[upcoming[0] if upcoming else EOS] = 0.0
+        return ctypes.cast(logits, ctypes.POINTER(ctypes.c_float))
 
     def detokenize(self, tokens: list[int], special: bool = False) -> bytes:
         if tokens == [1000]:
@@ -115,6 +130,7 @@ class FakeLlama:
         self.seed = seed
 
     def generate(self, tokens: list[int], **sampling: Any) -> Iterator[int]:
+        self.read_by_gate = False
         self.sampling.append(sampling)
         script = self.script
         done = len(tokens) - len(script[0]) if script is not None else 0
@@ -738,15 +754,24 @@ async def test_the_gate_answers_without_tools_when_the_model_would_choose_none_f
         monkeypatch.setattr(fake_llama, "no_fit", odds)
         await model.complete(request([CALC], content="Capital of France?"))
     fake = fake_llama.instances[0]
-    asked = fake.evaluated
-    # The gate reads the model's choice where a call names its function, in the very prompt
-    # the reply is then generated from (the "none fits" option listed after the tools).
-    assert len(asked) == 2 and all(q.endswith('<tool_call>\n{"name": "') for q in asked)
+    opening, asked = fake.evaluated[0::2], fake.evaluated[1::2]
+    # The gate reads, in the very prompt the reply is then generated from (the "none fits"
+    # option listed after the tools), the model's odds of opening a call (here 0), then its
+    # choice where a call names its function.
+    assert len(fake.evaluated) == 4 and all(q.endswith('<tool_call>\n{"name": "') for q in asked)
+    assert all(q + '<tool_call>\n{"name": "' == a for q, a in zip(opening, asked, strict=True))
     assert '"no_suitable_function"' in asked[0] and "Capital of France?" in asked[0]
     # P(none fits) 0.4: answered without tools (no tool section, no grammar); 0.2: with them,
     # from the prompt the gate read.
     assert "# Tools" not in fake.prompts[0] and "# Tools" in fake.prompts[1]
-    assert asked[1].startswith(fake.prompts[1])
+    assert opening[1] == fake.prompts[1]
+    # A model all but sure to open a call (0.8) calls, whatever its odds of "none fits".
+    monkeypatch.setattr(fake_llama, "opens_call", 0.8)
+    monkeypatch.setattr(fake_llama, "no_fit", 0.9)
+    fake_llama.replies.append("<tool_call>\n" + '{"name": "calculator", "arguments": {}}')
+    await model.complete(request([CALC], content="Two tasks: 2+2, and the capital of France?"))
+    assert len(fake.evaluated) == 5 and fake.evaluated[4] == fake.prompts[2]
+    monkeypatch.setattr(fake_llama, "opens_call", 0.0)
     # tool_choice other than auto, and turns after a tool result, are not gated.
     await model.complete(
         request([CALC], tool_choice={"type": "function", "function": {"name": "calculator"}})
@@ -771,7 +796,7 @@ async def test_the_gate_answers_without_tools_when_the_model_would_choose_none_f
         tools=[CALC],
     )
     await model.complete(tool_turn)
-    assert len(fake.evaluated) == 2
+    assert len(fake.evaluated) == 5
     off = LocalChatModel(str(gguf), tool_gate=None)
     monkeypatch.setattr(fake_llama, "no_fit", 1.0)
     await off.complete(request([CALC]))

@@ -349,7 +349,6 @@ class LlamaRunner:
         over P(the first token of any of them). Nothing is generated. None when the prompt does
         not fit, or when a `favour` and an `against` continuation begin with the same token.
         """
-        llama = self.llama
         tokens = self._encode(prompt)
         if len(tokens) >= self.n_ctx:
             return None
@@ -363,24 +362,34 @@ class LlamaRunner:
         yes, no = set(firsts[: len(favour)]), set(firsts[len(favour) :])
         if yes & no:
             return None
-        tokens = tokens[:at]
-        live = _cached_prefix(llama, tokens)
+        self._evaluate(tokens[:at])
+        return self._odds(sorted(yes), sorted(no))
+
+    def _evaluate(self, tokens: list[int]) -> None:
+        """Evaluate `tokens`, reusing the live KV cache's shared prefix or a disk snapshot.
+
+        A long new prompt is saved as a snapshot: the reply that follows shares most of it.
+        """
+        llama = self.llama
+        missing = len(tokens) - _cached_prefix(llama, tokens)
         if self.prompt_cache is not None:
-            self.prompt_cache.restore(llama, tokens, live)
-        odds = self._odds(tokens, sorted(yes), sorted(no))
-        if self.prompt_cache is not None and len(tokens) - live >= PromptCache.MIN_NEW_TOKENS:
-            self.prompt_cache.save(llama)  # the reply that follows shares most of this prompt
-        return odds
+            self.prompt_cache.restore(llama, tokens, len(tokens) - missing)
+        self._evaluate_rest(tokens)
+        if self.prompt_cache is not None and missing >= PromptCache.MIN_NEW_TOKENS:
+            self.prompt_cache.save(llama)
 
-    def _odds(self, tokens: list[int], favour: list[int], against: list[int]) -> float:
-        """Evaluate `tokens` and return P(next token in `favour`) over P(in either list)."""
-        import llama_cpp
-
+    def _evaluate_rest(self, tokens: list[int]) -> None:
+        """Evaluate what the live KV cache lacks of `tokens` (at least the last token)."""
         llama = self.llama
         live = _cached_prefix(llama, tokens)
         llama.n_tokens = live
         llama.eval(tokens[live:])
-        logits = llama_cpp.llama_get_logits_ith(llama.ctx, -1)
+
+    def _odds(self, favour: list[int], against: list[int]) -> float:
+        """Return P(next token in `favour`) over P(in either list), after the last evaluated."""
+        import llama_cpp
+
+        logits = llama_cpp.llama_get_logits_ith(self.llama.ctx, -1)
         scores = [float(logits[token]) for token in (*favour, *against)]
         top = max(scores)
         weights = [math.exp(score - top) for score in scores]
@@ -426,11 +435,34 @@ class LlamaRunner:
         guide's forms (`<`, `{"`, a fence) are summed and set against the likeliest token that
         does not. Nothing is done when the token taken already begins a call.
         """
+        if switch.opens_call(first, self._token_texts):
+            return False
+        call, other = self._opening_odds((switch.guide.trigger, *switch.guide.aliases))
+        logger.debug("reply opens with a call: P=%.3f against %.3f", call, other)
+        return call > other
+
+    def call_odds(self, prompt: str, forms: Sequence[str]) -> float | None:
+        """Return the model's odds of opening its reply to `prompt` with a call.
+
+        The prompt is evaluated (reusing the live KV cache's shared prefix, or a disk snapshot)
+        and the probabilities of the likeliest next tokens that begin one of `forms` (a call's
+        opening tag, a fence) are summed. Nothing is generated. None when the prompt does not
+        fit.
+        """
+        tokens = self._encode(prompt)
+        if not tokens or len(tokens) >= self.n_ctx:
+            return None
+        self._evaluate(tokens)
+        return self._opening_odds(forms)[0]
+
+    def _opening_odds(self, forms: Sequence[str]) -> tuple[float, float]:
+        """Sum the odds of the next tokens that begin one of `forms`; the best other's too.
+
+        Read from the logits of the last evaluated token, over its likeliest tokens.
+        """
         import llama_cpp
         import numpy as np
 
-        if switch.opens_call(first, self._token_texts):
-            return False
         llama = self.llama
         pointer = llama_cpp.llama_get_logits_ith(llama.ctx, -1)
         logits = np.ctypeslib.as_array(pointer, shape=(llama.n_vocab(),)).astype(np.float64)
@@ -439,12 +471,11 @@ class LlamaRunner:
         probabilities = weights[top] / weights.sum()
         call = other = 0.0
         for token, probability in zip(top.tolist(), probabilities.tolist(), strict=True):
-            if switch.opens_call(token, self._token_texts):
+            if _begins_one_of(self._token_texts(token), forms):
                 call += probability
             else:
                 other = max(other, probability)
-        logger.debug("reply opens with a call: P=%.3f against %.3f", call, other)
-        return call > other
+        return call, other
 
     def _token_texts(self, token: int) -> str:
         text = self._texts.get(token)
@@ -464,7 +495,8 @@ class LlamaRunner:
             return False
         if not self._line_ids or not self._eog_ids:
             return False
-        odds = self._odds(tokens, self._line_ids, self._eog_ids)
+        self._evaluate_rest(tokens)
+        odds = self._odds(self._line_ids, self._eog_ids)
         logger.debug("another tool call: P=%.3f (threshold %.2f)", odds, guide.continue_odds)
         return odds >= guide.continue_odds
 
@@ -794,9 +826,7 @@ class _GuideSwitch:
 
     def opens_call(self, token: int, text_of: Callable[[int], str]) -> bool:
         """Tell whether `token` begins a call in one of the guide's forms."""
-        squeezed = "".join(text_of(token).split())
-        forms = (self.guide.trigger, *self.guide.aliases)
-        return bool(squeezed) and any(form.startswith(squeezed) for form in forms)
+        return _begins_one_of(text_of(token), (self.guide.trigger, *self.guide.aliases))
 
     def take_grammar(self, at: int) -> Any:
         """Return the grammar to switch to at text offset `at`; the switch happens once."""
@@ -825,6 +855,12 @@ class _GuideSwitch:
         blocks = text[self._guided_from :].split(self.guide.trigger)
         *earlier, last = ("".join(block.split()) for block in blocks)
         return last in earlier
+
+
+def _begins_one_of(text: str, forms: Sequence[str]) -> bool:
+    """Tell whether a token's text (whitespace aside) may begin one of `forms`."""
+    squeezed = "".join(text.split())
+    return bool(squeezed) and any(form.startswith(squeezed) for form in forms)
 
 
 def _find_stop(text: str, stops: list[str], shown: int, longest: int) -> int | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import os
@@ -45,6 +44,7 @@ from agent.models.tool_guide import (
     NAME_OPENING,
     NO_FIT_FUNCTION,
     NO_FIT_NAME,
+    SURE_CALL_ODDS,
     add_tool_guidance,
     call_grammar,
     with_no_fit_option,
@@ -349,18 +349,23 @@ class LocalChatModel:
         if prompt.rstrip().endswith(_THINK_OPEN):
             return False  # the model reasons first; its call, if any, comes after
         names = [str(tool.get("function", {}).get("name", "")) for tool in listed[:-1]]
-        choose = functools.partial(
-            self._runner.choice_odds,
-            prompt + NAME_OPENING,
-            [f'{NO_FIT_NAME}"'],
-            [f'{name}"' for name in names],
-        )
+        runner, bar = self._runner, self._tool_gate
+
+        def decline() -> bool:
+            calling = runner.call_odds(prompt, (CALL_OPEN, *CALL_ALIASES))
+            logger.debug("reply opens with a call: P=%s (sure at %s)", calling, SURE_CALL_ODDS)
+            if calling is None or calling >= SURE_CALL_ODDS:
+                return False  # the model is all but sure to call (or the prompt does not fit)
+            odds = runner.choice_odds(
+                prompt + NAME_OPENING, [f'{NO_FIT_NAME}"'], [f'{name}"' for name in names]
+            )
+            logger.debug("no function fits: P=%s (threshold %s)", odds, bar)
+            return odds is not None and bar is not None and odds >= bar
+
         try:
-            odds = await asyncio.get_running_loop().run_in_executor(self._worker(), choose)
+            return await asyncio.get_running_loop().run_in_executor(self._worker(), decline)
         except RuntimeError as exc:
             raise _llama_failed(exc) from exc
-        logger.debug("no function fits: P=%s (threshold %s)", odds, self._tool_gate)
-        return odds is not None and self._tool_gate is not None and odds >= self._tool_gate
 
     def _guide(self, functions: list[dict[str, Any]], *, thinking: bool) -> CallGuide | None:
         """Return the grammar that holds a started call to these tools, if calls are guided."""
