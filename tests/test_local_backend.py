@@ -429,6 +429,13 @@ async def test_results_name_their_calls_once_a_question_has_several(
         _result(2, "144"),
         _calls("25*4", first_id=3),
         _result(3, "100"),
+        {"role": "assistant", "content": "144 and 100."},
+        # A server that numbers calls anew each turn: each result goes with its own turn's call.
+        {"role": "user", "content": "And 3*3, and 4*4?"},
+        _calls("3*3"),
+        _result(1, "9"),
+        _calls("4*4"),
+        _result(1, "16"),
     ]
     await model.complete(ModelRequest(model="local", messages=messages, tools=[CALC]))
     prompt = fake_llama.instances[0].prompts[0]
@@ -438,6 +445,8 @@ async def test_results_name_their_calls_once_a_question_has_several(
         in prompt
     )
     assert '\ncalculator({"expression": "25*4"}) returned: 100\n' in prompt
+    assert '\ncalculator({"expression": "3*3"}) returned: 9\n' in prompt
+    assert '\ncalculator({"expression": "4*4"}) returned: 16\n' in prompt
     await model.aclose()
 
 

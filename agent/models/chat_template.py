@@ -118,39 +118,36 @@ def _label_results(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     single result is left as the template shows it: labelled, it made the model likelier to
     echo the question instead of making its next call.
     """
-    calls: dict[Any, dict[str, Any]] = {
-        call.get("id"): call.get("function") or {}
-        for message in messages
-        if message.get("role") == "assistant"
-        for call in message.get("tool_calls") or ()
-        if isinstance(call, dict)
-    }
-    labelled: list[dict[str, Any]] = []
-    segment: list[dict[str, Any]] = []  # the messages since the last user message
-
-    def close_segment() -> None:
-        results = [m for m in segment if m.get("role") == "tool"]
-        several = len(results) > 1
-        for message in segment:
-            function = calls.get(message.get("tool_call_id")) if several else None
-            if message.get("role") == "tool" and function is not None:
-                arguments = function.get("arguments")
-                if not isinstance(arguments, str):
-                    arguments = json.dumps(arguments, ensure_ascii=False)
-                message = dict(message)
-                message["content"] = (
-                    f"{function.get('name', '')}({arguments}) returned: "
-                    f"{_text_of(message.get('content'))}"
-                )
-            labelled.append(message)
-        segment.clear()
-
+    segments: list[list[dict[str, Any]]] = [[]]  # each user message with what followed it
     for message in messages:
         if message.get("role") == "user":
-            close_segment()
-        segment.append(message)
-    close_segment()
-    return labelled
+            segments.append([])
+        segments[-1].append(message)
+    return [message for segment in segments for message in _named_results(segment)]
+
+
+def _named_results(segment: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if sum(message.get("role") == "tool" for message in segment) < 2:
+        return segment
+    calls: dict[Any, dict[str, Any]] = {}  # by id, the latest call (some servers reuse ids)
+    named = []
+    for message in segment:
+        if message.get("role") == "assistant":
+            for call in message.get("tool_calls") or ():
+                if isinstance(call, dict):
+                    calls[call.get("id")] = call.get("function") or {}
+        elif message.get("role") == "tool" and message.get("tool_call_id") in calls:
+            function = calls[message["tool_call_id"]]
+            arguments = function.get("arguments")
+            if not isinstance(arguments, str):
+                arguments = json.dumps(arguments, ensure_ascii=False)
+            content = _text_of(message.get("content"))
+            message = {
+                **message,
+                "content": f"{function.get('name')}({arguments}) returned: {content}",
+            }
+        named.append(message)
+    return named
 
 
 def _template_message(message: dict[str, Any]) -> dict[str, Any]:
