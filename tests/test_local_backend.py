@@ -763,23 +763,23 @@ async def test_the_gate_answers_without_tools_when_the_model_would_choose_none_f
         monkeypatch.setattr(fake_llama, "no_fit", odds)
         await model.complete(request([CALC], content="Capital of France?"))
     fake = fake_llama.instances[0]
-    opening, asked = fake.evaluated[0::2], fake.evaluated[1::2]
-    # The gate reads, in the very prompt the reply is then generated from (the "none fits"
-    # option listed after the tools), the model's odds of opening a call (here 0), then its
-    # choice where a call names its function.
-    assert len(fake.evaluated) == 4 and all(q.endswith('<tool_call>\n{"name": "') for q in asked)
-    assert all(q + '<tool_call>\n{"name": "' == a for q, a in zip(opening, asked, strict=True))
+    asked = fake.evaluated
+    # The gate reads the model's choice where a call names its function, in the very prompt
+    # the reply is then generated from (the "none fits" option listed after the tools); where
+    # the option wins, it reads the model's odds of opening a call at all (here 0).
+    assert len(asked) == 3
+    assert asked[0].endswith('<tool_call>\n{"name": "') and asked[1] + "<tool_call>" in asked[0]
     assert '"no_suitable_function"' in asked[0] and "Capital of France?" in asked[0]
     # P(none fits) 0.4: answered without tools (no tool section, no grammar); 0.2: with them,
     # from the prompt the gate read.
     assert "# Tools" not in fake.prompts[0] and "# Tools" in fake.prompts[1]
-    assert opening[1] == fake.prompts[1]
+    assert asked[2] == fake.prompts[1] + '<tool_call>\n{"name": "'
     # A model all but sure to open a call (0.8) calls, whatever its odds of "none fits".
     monkeypatch.setattr(fake_llama, "opens_call", 0.8)
     monkeypatch.setattr(fake_llama, "no_fit", 0.9)
     fake_llama.replies.append("<tool_call>\n" + '{"name": "calculator", "arguments": {}}')
     await model.complete(request([CALC], content="Two tasks: 2+2, and the capital of France?"))
-    assert len(fake.evaluated) == 5 and fake.evaluated[4] == fake.prompts[2]
+    assert len(asked) == 5 and asked[4] == fake.prompts[2]
     monkeypatch.setattr(fake_llama, "opens_call", 0.0)
     # tool_choice other than auto, and turns after a tool result, are not gated.
     await model.complete(

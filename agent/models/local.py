@@ -352,15 +352,17 @@ class LocalChatModel:
         runner, bar = self._runner, self._tool_gate
 
         def decline() -> bool:
-            calling = runner.call_odds(prompt, (CALL_OPEN, *CALL_ALIASES))
-            logger.debug("reply opens with a call: P=%s (sure at %s)", calling, SURE_CALL_ODDS)
-            if calling is None or calling >= SURE_CALL_ODDS:
-                return False  # the model is all but sure to call (or the prompt does not fit)
             odds = runner.choice_odds(
                 prompt + NAME_OPENING, [f'{NO_FIT_NAME}"'], [f'{name}"' for name in names]
             )
             logger.debug("no function fits: P=%s (threshold %s)", odds, bar)
-            return odds is not None and bar is not None and odds >= bar
+            if odds is None or bar is None or odds < bar:
+                return False
+            # Read second, from the prompt already evaluated (its last token again): the
+            # option's odds are read from the prompt evaluated in one go, as calibrated.
+            calling = runner.call_odds(prompt, (CALL_OPEN, *CALL_ALIASES))
+            logger.debug("reply opens with a call: P=%s (sure at %s)", calling, SURE_CALL_ODDS)
+            return calling is not None and calling < SURE_CALL_ODDS
 
         try:
             return await asyncio.get_running_loop().run_in_executor(self._worker(), decline)
