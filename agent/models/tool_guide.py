@@ -130,7 +130,7 @@ wrongly costs a right answer, one let through costs a needless call.
 
 SURE_CALL_ODDS = 0.75
 """At or above this probability of opening its reply with a call, the model's choice to call
-stands, and `DECLINE_ODDS` is not consulted.
+stands: a message that `DECLINE_ODDS` would turn away is answered with tools.
 
 The odds are summed over the likeliest first tokens of the reply that begin a call in any form
 the model writes one (`<tool_call>`, a fence, a bare object). A long request made of several
