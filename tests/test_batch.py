@@ -338,7 +338,10 @@ def test_the_output_may_not_be_the_input(openai_server, tmp_path, capsys):
 
 
 def test_ctrl_c_keeps_finished_rows_and_says_resume(openai_server, tmp_path):
-    openai_server.respond_with(echo(delay=0.05))
+    # 200 rows, 8 at a time, 0.2 s each: about 5 s, so the interrupt lands mid-batch even when
+    # this process is slow to notice the first rows (at 0.05 s, full suite runs in a fresh
+    # clone twice saw the whole batch finish first, in 1.8 and 1.9 s).
+    openai_server.respond_with(echo(delay=0.2))
     source = write_jsonl(tmp_path / "in.jsonl", [{"id": i, "prompt": str(i)} for i in range(200)])
     out = tmp_path / "o.jsonl"
     env = {**os.environ, "QWENLOOP_BASE_URL": openai_server.url, "QWENLOOP_API_KEY": "k"}
