@@ -337,11 +337,12 @@ def test_the_output_may_not_be_the_input(openai_server, tmp_path, capsys):
     assert "is the input" in capsys.readouterr().err
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_keeps_finished_rows_and_says_resume(openai_server, tmp_path):
-    # 200 rows, 8 at a time, 0.2 s each: about 5 s, so the interrupt lands mid-batch even when
-    # this process is slow to notice the first rows (at 0.05 s, full suite runs in a fresh
-    # clone twice saw the whole batch finish first, in 1.8 and 1.9 s).
-    openai_server.respond_with(echo(delay=0.2))
+    openai_server.respond_with(echo(delay=0.05))
     source = write_jsonl(tmp_path / "in.jsonl", [{"id": i, "prompt": str(i)} for i in range(200)])
     out = tmp_path / "o.jsonl"
     env = {**os.environ, "QWENLOOP_BASE_URL": openai_server.url, "QWENLOOP_API_KEY": "k"}
@@ -352,6 +353,9 @@ def test_ctrl_c_keeps_finished_rows_and_says_resume(openai_server, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as in a terminal: a suite run as a background job (`make test &`) ignores
+        # SIGINT, the child would inherit that and finish the whole batch.
+        preexec_fn=_default_sigint,
     )
     try:
         deadline = time.monotonic() + 30
