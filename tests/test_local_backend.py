@@ -482,6 +482,32 @@ async def test_template_errors_are_bad_requests(fake_llama: type[FakeLlama], ggu
     await model.aclose()
 
 
+@pytest.mark.parametrize(
+    "malformed",
+    [
+        {"tool_calls": 5},  # not a list
+        {"tool_calls": [{"id": "a", "function": "calculator"}]},  # a call that is no object
+        {"tool_calls": [{"id": ["a"], "function": {"name": "calculator"}}]},  # a list as id
+    ],
+)
+async def test_a_malformed_message_is_a_bad_request(
+    fake_llama: type[FakeLlama], gguf: Path, malformed: dict[str, Any]
+) -> None:
+    model = LocalChatModel(str(gguf))
+    calls = malformed["tool_calls"]
+    call_id = calls[0]["id"] if isinstance(calls, list) else "a"
+    messages = [
+        {"role": "user", "content": "2+2 and 3+3?"},
+        {"role": "assistant", "content": None, **malformed},
+        {"role": "tool", "tool_call_id": call_id, "content": "4"},
+        {"role": "tool", "tool_call_id": "b", "content": "6"},
+    ]
+    with pytest.raises(BadRequestError, match="malformed message"):
+        await model.complete(ModelRequest(model="local", messages=messages, tools=[CALC]))
+    assert fake_llama.instances[0].prompts == []  # nothing was generated
+    await model.aclose()
+
+
 async def test_sampling_parameters(fake_llama: type[FakeLlama], gguf: Path) -> None:
     model = LocalChatModel(str(gguf), seed=7)
     await model.complete(request())

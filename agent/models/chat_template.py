@@ -59,14 +59,25 @@ class ChatTemplate:
                 the template.
 
         Raises:
-            BadRequestError: The template refused the conversation (`raise_exception`).
+            BadRequestError: The template refused the conversation (`raise_exception`), or a
+                message is malformed.
             ModelNotSupportedError: A message has a part that is not text.
         """
+        try:
+            shaped = [_template_message(message) for message in _label_results(messages)]
+        except (TypeError, AttributeError, ValueError) as exc:
+            # A message of the wrong shape (tool_calls not a list, a call that is not an
+            # object, an id that is a list): the request is at fault, as a server would say.
+            raise BadRequestError(
+                f"The local model cannot read a malformed message in the conversation: {exc}",
+                status_code=400,
+                provider_message=str(exc),
+            ) from exc
         context: dict[str, Any] = dict(options.get("chat_template_kwargs") or {})
         if "enable_thinking" in options:
             context["enable_thinking"] = bool(options["enable_thinking"])
         context.update(
-            messages=[_template_message(message) for message in _label_results(messages)],
+            messages=shaped,
             tools=tools or None,
             add_generation_prompt=True,
             **self._special,
