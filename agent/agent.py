@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import reprlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -696,20 +697,44 @@ class Agent:
 
 
 def _conversation(input: Input, history: Sequence[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    messages = [dict(m) for m in history] if history else []
+    messages = [_checked_message(m) for m in history] if history else []
     if isinstance(input, str):
         messages.append({"role": "user", "content": input})
     else:
-        for m in input:
-            if not isinstance(m, dict) or "role" not in m:
-                raise UserError(
-                    f"each message must be a dict with a 'role', got {m!r}; "
-                    "pass a string prompt or OpenAI-format messages"
-                )
-            messages.append(dict(m))
+        messages.extend(_checked_message(m) for m in input)
     if not messages:
         raise UserError("nothing to send: give a prompt or at least one message")
     return messages
+
+
+def _checked_message(message: Any) -> dict[str, Any]:
+    """Return a copy of an OpenAI-format message, or raise UserError for a malformed one."""
+    if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
+        raise UserError(
+            f"each message must be a dict with a 'role', got {reprlib.repr(message)}; "
+            "pass a string prompt or OpenAI-format messages"
+        )
+    calls = message.get("tool_calls")
+    if calls is not None and not (
+        isinstance(calls, list)
+        and all(
+            isinstance(call, Mapping)
+            and isinstance(call.get("id", ""), str)
+            and isinstance(call.get("function", {}), Mapping)
+            for call in calls
+        )
+    ):
+        raise UserError(
+            "a message's tool_calls must be a list of calls like {'id': 'call_1', 'type': "
+            "'function', 'function': {'name': ..., 'arguments': ...}}, "
+            f"got {reprlib.repr(calls)}"
+        )
+    if not isinstance(message.get("tool_call_id", ""), str):
+        raise UserError(
+            "a tool message's tool_call_id must be a string, "
+            f"got {reprlib.repr(message['tool_call_id'])}"
+        )
+    return dict(message)
 
 
 def _resolve_tools(

@@ -447,3 +447,27 @@ async def test_a_long_history_is_fitted_to_a_small_window_over_http(openai_serve
     assert first[-1] == {"role": "user", "content": "What did we find?"}
     assert [m["role"] for m in second[-3:]] == ["user", "assistant", "tool"]
     assert len(first) < len(history)  # the oldest turns were left out
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "hello",  # not a dict
+        {"content": "no role"},
+        {"role": "assistant", "content": None, "tool_calls": 5},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "a", "function": "f"}]},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": ["a"], "function": {}}]},
+        {"role": "tool", "tool_call_id": ["a"], "content": "1"},
+        {"role": "user", "content": "x", "tool_calls": ["x" * 100_000]},
+    ],
+)
+async def test_a_malformed_history_message_is_a_user_error_before_any_request(
+    openai_server, make_agent, message
+):
+    agent = make_agent()
+    with pytest.raises(UserError) as caught:
+        await agent.run("Go on.", history=[{"role": "user", "content": "Hi"}, message])
+    assert len(str(caught.value)) < 500  # a huge message is not repeated whole
+    with pytest.raises(UserError):
+        agent.run_sync([message])
+    assert openai_server.requests == []
